@@ -318,9 +318,14 @@ class Store:
             self._txn_depth = 0
             self.con.execute("COMMIT")
 
+    def _one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        # fetch everything: DuckDB refuses new work while a result is only partly read
+        rows = self.con.execute(query, params or []).fetchall()
+        return rows[0] if rows else None
+
     # -- meta ----------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -373,14 +378,14 @@ class Store:
             try:
                 if dedupe:
                     lo, hi = frame["ts"].min(), frame["ts"].max()
-                    n = self.con.execute(
+                    n = self._one(
                         "INSERT INTO samples SELECT n.* FROM (SELECT DISTINCT ON (series_id, ts) * FROM _new_samples) n "
                         "ANTI JOIN (SELECT series_id, ts FROM samples WHERE ts BETWEEN ? AND ?) o "
                         "ON o.series_id = n.series_id AND o.ts = n.ts",
                         [lo, hi],
-                    ).fetchone()
+                    )
                 else:
-                    n = self.con.execute("INSERT INTO samples SELECT * FROM _new_samples").fetchone()
+                    n = self._one("INSERT INTO samples SELECT * FROM _new_samples")
             finally:
                 self.con.unregister("_new_samples")
         return int(n[0]) if n else 0
@@ -401,14 +406,14 @@ class Store:
                     lo, hi = frame["ts_ns"].min(), frame["ts_ns"].max()
                     # a line repeated inside one batch is legitimate (same text logged twice): keep
                     # every copy of the batch, skip only what an earlier write stored.
-                    n = self.con.execute(
+                    n = self._one(
                         "INSERT INTO logs SELECT n.* FROM _new_logs n ANTI JOIN "
                         "(SELECT DISTINCT ts_ns, stream, line FROM logs WHERE ts_ns BETWEEN ? AND ?) o "
                         "ON o.ts_ns = n.ts_ns AND o.stream = n.stream AND o.line = n.line",
                         [lo, hi],
-                    ).fetchone()
+                    )
                 else:
-                    n = self.con.execute("INSERT INTO logs SELECT * FROM _new_logs").fetchone()
+                    n = self._one("INSERT INTO logs SELECT * FROM _new_logs")
             finally:
                 self.con.unregister("_new_logs")
         return int(n[0]) if n else 0
@@ -564,15 +569,19 @@ class Store:
 
     def info(self) -> dict[str, Any]:
         """What the store holds: counts, time ranges, size and metadata."""
-        q = self.con.execute
-        n_series = q("SELECT count(*) FROM series").fetchone()[0]  # type: ignore[index]
-        n_samples, t0, t1 = q("SELECT count(*), min(ts), max(ts) FROM samples").fetchone()  # type: ignore[misc]
-        n_logs, l0, l1 = q("SELECT count(*), min(ts_ns), max(ts_ns) FROM logs").fetchone()  # type: ignore[misc]
-        n_metrics = q("SELECT count(DISTINCT metric) FROM series").fetchone()[0]  # type: ignore[index]
-        n_inc = q("SELECT count(*) FROM incidents").fetchone()[0]  # type: ignore[index]
-        n_near = q("SELECT count(*) FROM near_misses").fetchone()[0]  # type: ignore[index]
-        n_pulls = q("SELECT count(*) FROM pulls").fetchone()[0]  # type: ignore[index]
-        meta = dict(q("SELECT key, value FROM meta ORDER BY key").fetchall())
+        def q(sql: str) -> tuple[Any, ...]:
+            row = self._one(sql)
+            assert row is not None  # aggregates always return one row
+            return row
+
+        (n_series,) = q("SELECT count(*) FROM series")
+        n_samples, t0, t1 = q("SELECT count(*), min(ts), max(ts) FROM samples")
+        n_logs, l0, l1 = q("SELECT count(*), min(ts_ns), max(ts_ns) FROM logs")
+        (n_metrics,) = q("SELECT count(DISTINCT metric) FROM series")
+        (n_inc,) = q("SELECT count(*) FROM incidents")
+        (n_near,) = q("SELECT count(*) FROM near_misses")
+        (n_pulls,) = q("SELECT count(*) FROM pulls")
+        meta = dict(self.con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
         size = 0 if str(self.path) == ":memory:" else self.path.stat().st_size
         return {
             "path": str(self.path),
