@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from vfanalytics.demo_series import SeriesSink, Target
+from vfanalytics.demo_series import SeriesSink
 from vfanalytics.exceptions import UsageError
 from vfanalytics.store import Store
 from vfanalytics.timeutil import format_duration, parse_time
@@ -140,7 +140,7 @@ class Fleet:
 
         flag = EXPERIMENT_FLAG
         in_env = np.isin(self.user_env, flag["environments"])
-        return in_env & (bucket(list(self.user_ids)) < int(flag["rolloutPercentage"]))  # type: ignore[call-overload]
+        return in_env & (bucket(list(self.user_ids)) < int(flag["rolloutPercentage"]))
 
     def _projects(self) -> None:
         rng = self.rng

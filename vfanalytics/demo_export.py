@@ -85,5 +85,5 @@ def export_incidents_csv(incidents: pl.DataFrame, path: str | os.PathLike[str]) 
         pl.col("start_ms").map_elements(format_time, return_dtype=pl.Utf8).alias("start"),
         pl.col("end_ms").map_elements(format_time, return_dtype=pl.Utf8).alias("end"),
     ).select("id", "start", "end", "severity", "matchers", "title", "kind", "alerts")
-    frame.write_csv(path)
+    frame.write_csv(Path(path))
     return Path(path)

@@ -16,7 +16,7 @@ raw line and its parsed fields; a test checks them against
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["render_logs", "EXPERIMENT_FLAG"]
 
 #: the demo's experiment flag, evaluated with the platform's own bucketing
-EXPERIMENT_FLAG = {
+EXPERIMENT_FLAG: dict[str, Any] = {
     "key": "enable_smart_context",
     "name": "Smart Context",
     "description": "Send a smarter project context with each Claude request",

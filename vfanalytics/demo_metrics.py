@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["build_metrics", "HISTOGRAM_BUCKETS", "HTTP_ROUTES"]
 
 #: bucket boundaries exactly as MetricsCollector.ts declares them
-HISTOGRAM_BUCKETS = {
+HISTOGRAM_BUCKETS: dict[str, list[float]] = {
     "vaporform_project_build_duration_seconds": [1, 5, 10, 30, 60, 120, 300, 600],
     "vaporform_claude_request_duration_seconds": [0.1, 0.5, 1, 2, 5, 10, 30],
     "vaporform_container_resource_usage": [0.1, 0.25, 0.5, 1, 2, 4, 8],

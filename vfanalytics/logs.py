@@ -92,8 +92,8 @@ def parse_log_lines(
             obj = None
         if not isinstance(obj, dict):
             errors.append(True)
-            for col in columns.values():
-                col.append(None)
+            for values in columns.values():
+                values.append(None)
             extra.append(None)
             continue
         errors.append(False)

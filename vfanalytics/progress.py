@@ -41,4 +41,8 @@ def progress_bar(description: str, total: float | None) -> Iterator[Callable[[fl
     )
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: float = 1) -> None:
+            progress.advance(task, n)
+
+        yield advance

@@ -19,8 +19,9 @@ def vfa(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def _commands() -> list[list[str]]:
-    from vfanalytics.cli import app
     import typer.main
+
+    from vfanalytics.cli import app
 
     root = typer.main.get_command(app)
     out: list[list[str]] = [[]]

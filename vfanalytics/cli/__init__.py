@@ -18,7 +18,7 @@ from rich.text import Text
 from vfanalytics.exceptions import VfaError
 
 try:  # typer >= 0.17 vendors click; earlier ones use the click package
-    from typer._click import exceptions as click  # type: ignore[attr-defined]
+    from typer._click import exceptions as click
 except ImportError:  # pragma: no cover
     from click import exceptions as click  # type: ignore[no-redef]
 from vfanalytics.progress import stderr_console

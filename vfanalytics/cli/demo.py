@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from vfanalytics.cli._common import StoreOption, open_store
-from vfanalytics.demo import PRESETS, DemoConfig, generate_demo
+from vfanalytics.demo import PRESETS, generate_demo
 from vfanalytics.exceptions import UsageError
 from vfanalytics.progress import progress_bar, stderr_console
 from vfanalytics.timeutil import format_time, parse_duration, parse_time
