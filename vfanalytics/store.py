@@ -365,57 +365,50 @@ class Store:
     def insert_samples(self, frame: pl.DataFrame, *, dedupe: bool = False) -> int:
         """Append a long ``series_id, ts, value`` frame; returns rows written.
 
-        With ``dedupe`` a sample whose (series_id, ts) is already stored is skipped,
-        so overlapping pulls never duplicate samples.
+        With ``dedupe`` a sample whose (series_id, ts) is already stored, or repeated in
+        the frame, is skipped, so overlapping pulls never duplicate samples.
         """
-        if frame.is_empty():
-            return 0
         frame = frame.select(
             pl.col("series_id").cast(pl.UInt64), pl.col("ts").cast(pl.Int64), pl.col("value").cast(pl.Float64)
         )
-        with self.transaction():
-            self.con.register("_new_samples", frame.to_arrow())
-            try:
-                if dedupe:
-                    lo, hi = frame["ts"].min(), frame["ts"].max()
-                    n = self._one(
-                        "INSERT INTO samples SELECT n.* FROM (SELECT DISTINCT ON (series_id, ts) * FROM _new_samples) n "
-                        "ANTI JOIN (SELECT series_id, ts FROM samples WHERE ts BETWEEN ? AND ?) o "
-                        "ON o.series_id = n.series_id AND o.ts = n.ts",
-                        [lo, hi],
-                    )
-                else:
-                    n = self._one("INSERT INTO samples SELECT * FROM _new_samples")
-            finally:
-                self.con.unregister("_new_samples")
-        return int(n[0]) if n else 0
+        return self._append("samples", frame, ["series_id", "ts"] if dedupe else None, distinct_batch=True)
 
     def insert_logs(self, frame: pl.DataFrame, *, dedupe: bool = False) -> int:
         """Append parsed log rows (see :func:`vfanalytics.logs.parse_log_lines`).
 
         With ``dedupe`` a line already stored with the same (ts_ns, stream, line) is skipped.
+        A line repeated inside one frame is legitimate (the same text logged twice at one
+        instant) and every copy is kept.
+        """
+        frame = frame.select(self.log_columns())
+        return self._append("logs", frame, ["ts_ns", "stream", "line"] if dedupe else None, distinct_batch=False)
+
+    def _append(self, table: str, frame: pl.DataFrame, keys: list[str] | None, *, distinct_batch: bool) -> int:
+        """Insert ``frame`` into ``table``; with ``keys``, skip rows whose keys are already stored.
+
+        The anti-join reads only the stored rows inside the frame's time range (``ts`` or
+        the first key), so deduplicating a pulled chunk does not scan the whole table.
         """
         if frame.is_empty():
             return 0
-        cols = self.log_columns()
-        frame = frame.select(cols)
         with self.transaction():
-            self.con.register("_new_logs", frame.to_arrow())
+            self.con.register("_new_rows", frame.to_arrow())
             try:
-                if dedupe:
-                    lo, hi = frame["ts_ns"].min(), frame["ts_ns"].max()
-                    # a line repeated inside one batch is legitimate (same text logged twice): keep
-                    # every copy of the batch, skip only what an earlier write stored.
+                if keys:
+                    ts_col = "ts" if "ts" in keys else keys[0]
+                    lo, hi = frame[ts_col].min(), frame[ts_col].max()
+                    cols = ", ".join(keys)
+                    src = f"(SELECT DISTINCT ON ({cols}) * FROM _new_rows)" if distinct_batch else "_new_rows"
+                    on = " AND ".join(f"o.{k} = n.{k}" for k in keys)
                     n = self._one(
-                        "INSERT INTO logs SELECT n.* FROM _new_logs n ANTI JOIN "
-                        "(SELECT DISTINCT ts_ns, stream, line FROM logs WHERE ts_ns BETWEEN ? AND ?) o "
-                        "ON o.ts_ns = n.ts_ns AND o.stream = n.stream AND o.line = n.line",
+                        f"INSERT INTO {table} SELECT n.* FROM {src} n ANTI JOIN "
+                        f"(SELECT DISTINCT {cols} FROM {table} WHERE {ts_col} BETWEEN ? AND ?) o ON {on}",
                         [lo, hi],
                     )
                 else:
-                    n = self._one("INSERT INTO logs SELECT * FROM _new_logs")
+                    n = self._one(f"INSERT INTO {table} SELECT * FROM _new_rows")
             finally:
-                self.con.unregister("_new_logs")
+                self.con.unregister("_new_rows")
         return int(n[0]) if n else 0
 
     def replace_incidents(self, frame: pl.DataFrame, *, table: str = "incidents") -> None:
