@@ -154,3 +154,18 @@ def test_bad_parameters_are_usage_errors() -> None:
     for kwargs in ({"days": 0}, {"users": 0}, {"step_ms": 1500}, {"seed": -1}):
         with pytest.raises(UsageError):
             DemoConfig(**kwargs)
+
+
+def test_demo_flag_file_carries_the_experiment_flag() -> None:
+    from tests.conftest import REPO
+    from vfanalytics.demo_logs import EXPERIMENT_FLAG
+    from vfanalytics.rollout import load_flags
+
+    flags = load_flags(REPO / "data" / "flags_demo.yml")
+    seed = load_flags(REPO / "data" / "flags.yml")
+    exp = flags.require(EXPERIMENT_FLAG["key"])
+    assert (exp.enabled, exp.rollout_percentage, list(exp.user_segments), list(exp.environments)) == (
+        EXPERIMENT_FLAG["enabled"], EXPERIMENT_FLAG["rolloutPercentage"], EXPERIMENT_FLAG["userSegments"],
+        EXPERIMENT_FLAG["environments"])
+    for key, flag in seed.items():
+        assert flags.require(key) == flag
