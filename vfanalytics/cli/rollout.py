@@ -22,7 +22,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vfanalytics.bucketing import bucketing_quality, impact, overlap_matrix, salted_bucket
 from vfanalytics.cli._common import StoreOption, open_store
 from vfanalytics.exceptions import UsageError
 from vfanalytics.exposure import (
@@ -134,6 +133,8 @@ def bucket_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Hash, bucket (and flag answer) of user ids, exactly as the platform computes them."""
+    from vfanalytics.bucketing import salted_bucket  # scipy: imported only when needed
+
     ids = list(user_ids or [])
     if ids_file is not None:
         try:
@@ -249,6 +250,8 @@ def quality_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Bucketing quality of the platform's hash vs a salted murmur3 hash, and flag overlap."""
+    from vfanalytics.bucketing import bucketing_quality, overlap_matrix  # scipy: imported only when needed
+
     if not 0 <= percentage <= 100:
         raise UsageError(f"--percentage must be from 0 to 100, got {percentage}")
     if ids_file is not None:
@@ -303,6 +306,8 @@ def impact_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Sample-ratio mismatch and exposed-vs-unexposed differences from logged exposure."""
+    from vfanalytics.bucketing import impact  # scipy: imported only when needed
+
     if resamples < 100:
         raise UsageError("--resamples must be at least 100")
     f = load_flags(flags).require(flag)
