@@ -184,7 +184,7 @@ class Fleet:
         sday = np.repeat(day_start, n_sess)
         hour = (rng.normal(14.5, 3.2, size=len(su)) % 24) * 3_600_000
         start = (sday + hour).astype(np.int64)
-        median_min = np.array([12.0, 25.0, 40.0])[np.searchsorted(TIERS, self.user_tier[su], sorter=np.argsort(TIERS))]
+        median_min = np.array([12.0, 25.0, 40.0])[_position(TIERS, self.user_tier[su])]
         dur = np.clip(rng.lognormal(np.log(median_min * 60_000), 0.85), 30_000, 8 * 3_600_000).astype(np.int64)
         keep = (start >= self.t0) & (start + 60_000 < self.t_end)
         su, start, dur = su[keep], start[keep], dur[keep]
@@ -255,9 +255,9 @@ class Fleet:
         u = su[sess]
         t = (s0[sess] + rng.random(len(sess)) * (s1[sess] - s0[sess])).astype(np.int64)
         proj = self._project_for(u, t, rng)
-        base = np.array([20.0, 60.0, 180.0])[np.searchsorted(COMPLEXITIES, self.proj_complexity[proj], sorter=[2, 1, 0])]
-        stack_f = {"react": 1.0, "nextjs": 1.4, "vue": 0.9, "python-fastapi": 0.7, "node-express": 0.8}
-        factor = np.vectorize(stack_f.get)(self.proj_stack[proj]) if len(proj) else np.zeros(0)
+        base = np.array([20.0, 60.0, 180.0])[_position(COMPLEXITIES, self.proj_complexity[proj])]
+        # per-stack speed, in TECH_STACKS order: react, nextjs, vue, python-fastapi, node-express
+        factor = np.array([1.0, 1.4, 0.9, 0.7, 0.8])[_position(TECH_STACKS, self.proj_stack[proj])]
         dur = rng.lognormal(np.log(base * factor), 0.45) * incidents.build_factor(t, self.proj_stack[proj])
         order = np.argsort(t, kind="stable")
         return pl.DataFrame(
@@ -290,6 +290,12 @@ class Fleet:
         kind = rng.choice(np.array(["upgrade", "downgrade", "cancel", "renew"]), size=n, p=[0.4, 0.1, 0.1, 0.4])
         plan = np.where(self.user_tier[u] == "free", "premium", self.user_tier[u])
         return pl.DataFrame({"ts_ms": t, "user": u, "event_type": kind, "plan": plan, "instance": self.user_instance[u]})
+
+
+def _position(vocabulary: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in ``vocabulary`` (which need not be sorted)."""
+    order = np.argsort(vocabulary)
+    return order[np.searchsorted(vocabulary, values, sorter=order)]
 
 
 def generate_demo(store: Store, cfg: DemoConfig, *, progress: Any = None) -> dict[str, Any]:

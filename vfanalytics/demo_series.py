@@ -183,6 +183,9 @@ class SeriesSink:
             if not sel.any():
                 continue
             k, tk, am = key[sel], tick[sel], amount[sel]
+            # a restarting process is not ready at its first scrape: what it serves then is
+            # counted at the next one, so every restart shows as a staleness marker first
+            tk = np.where(np.isin(tk, target.reset_ticks()), np.minimum(tk + 1, n_ticks - 1), tk)
             ep = target.epochs()
             ep_idx = np.searchsorted(ep[:, 0], tk, side="right") - 1
             inside = (ep_idx >= 0) & (tk < ep[np.maximum(ep_idx, 0), 1])
