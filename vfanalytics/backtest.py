@@ -60,6 +60,7 @@ import polars as pl
 
 from vfanalytics.alert_templates import check_template, go_float, humanize, render_template
 from vfanalytics.exceptions import QueryError, RuleFileError
+from vfanalytics.promql import OfflineEvaluator
 from vfanalytics.series import STALE_NAN, canonical_labels, parse_labels_json, series_id
 
 __all__ = [
@@ -207,23 +208,6 @@ class Evaluator(Protocol):
     """What the replay needs: one range query per expression (offline engine or a Prometheus API)."""
 
     def query_range(self, expr: str, start: int, end: int, step: int) -> pl.DataFrame: ...
-
-
-class OfflineEvaluator:
-    """The offline PromQL engine over a :class:`vfanalytics.promql.source.Source`."""
-
-    def __init__(self, source: Any, prometheus_version: int = 3, lookback_ms: int = 300_000) -> None:
-        self.source = source
-        self.prometheus_version = prometheus_version
-        self.lookback_ms = lookback_ms
-
-    def query_range(self, expr: str, start: int, end: int, step: int) -> pl.DataFrame:
-        from vfanalytics import promql
-
-        return promql.query_range(
-            expr, start, end, step, source=self.source,
-            prometheus_version=self.prometheus_version, lookback=self.lookback_ms,
-        )
 
 
 class _OverlaySource:
@@ -610,7 +594,7 @@ def replay(
     """
     ext = dict(external_labels or {})
     overlay = _OverlaySource(source) if evaluator is None else None
-    ev: Evaluator = evaluator or OfflineEvaluator(overlay, prometheus_version)
+    ev: Evaluator = evaluator or OfflineEvaluator(overlay, prometheus_version=prometheus_version)
     results: list[RuleResult] = []
     rec_series: list[pl.DataFrame] = []
     rec_samples: list[pl.DataFrame] = []

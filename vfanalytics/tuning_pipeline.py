@@ -339,7 +339,7 @@ def tune(rule_files: Sequence[Any], source: Any, start: int, end: int, *,
             src = _OverlaySource(source)
             if res.recorded is not None:
                 src.add(*res.recorded)
-        ev = OfflineEvaluator(src, prometheus_version)
+        ev = OfflineEvaluator(src, prometheus_version=prometheus_version)
     items = []
     for rf in rule_files:
         for g in rf.groups:
