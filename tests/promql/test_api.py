@@ -179,3 +179,17 @@ def test_offline_evaluator_protocol() -> None:
     ev = OfflineEvaluator(counter_source(), prometheus_version=2)
     assert ev.query("count_over_time(req_total[5m])", 5 * MIN)["value"].to_list() == [6.0, 6.0]
     assert ev.query_range("sum(req_total)", 0, MIN, MIN)["value"].to_list() == [0.0, 180.0]
+
+
+def test_aggregation_arithmetic_follows_the_version() -> None:
+    """2.x adds plainly (as promtool 2.42 does); 3.x compensates (Kahan), and avg follows each version's mean."""
+    from vfanalytics.promql import FrameSource, query
+
+    src = FrameSource.from_series({'x{i="1"}': ([0], [1e16]), 'x{i="2"}': ([0], [1.0]), 'x{i="3"}': ([0], [1.0])})
+    assert float(query("sum(x)", 0, source=src, prometheus_version=2)["value"][0]) == 1e16
+    assert float(query("sum(x)", 0, source=src, prometheus_version=3)["value"][0]) == 1e16 + 2
+    inf = FrameSource.from_series({'y{i="1"}': ([0], [float("inf")]), 'y{i="2"}': ([0], [5.0])})
+    assert float(query("avg(y)", 0, source=inf, prometheus_version=2)["value"][0]) == float("inf")
+    three = FrameSource.from_series({'z{i="1"}': ([0], [1.0]), 'z{i="2"}': ([0], [2.0]), 'z{i="3"}': ([0], [4.0])})
+    for version in (2, 3):
+        assert abs(float(query("avg(z)", 0, source=three, prometheus_version=version)["value"][0]) - 7 / 3) < 1e-15

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from vfanalytics.exceptions import QueryError
-from vfanalytics.promql.kahan import kahan_mean, kahan_sum, welford_variance
+from vfanalytics.promql.kahan import incremental_mean, kahan_mean, kahan_sum, plain_sum, welford_variance
 from vfanalytics.promql.range_functions import quantile_sorted, sort_nan_first
 from vfanalytics.promql.values import Vector, label_key
 
@@ -96,7 +96,8 @@ def aggregate(
     param:
         ``quantile``/``topk``/``bottomk``: the parameter per step; ``count_values``: the label name.
     version:
-        Prometheus major version whose ``topk``/``bottomk`` tie-breaking to follow.
+        Prometheus major version to follow: ``topk``/``bottomk`` tie-breaking, and
+        compensated (3.x) or plain (2.x) ``sum``/``avg`` arithmetic.
     """
     s = v.n_steps
     if op in ("topk", "bottomk") and isinstance(param, np.ndarray) and np.isnan(param).any():
@@ -129,9 +130,9 @@ def aggregate(
 
             shape = (len(starts), s)
             if op == "sum":
-                res, _ = kahan_sum(stream(), shape)
+                res, _ = (kahan_sum if version >= 3 else plain_sum)(stream(), shape)
             elif op == "avg":
-                res, _ = kahan_mean(stream(), shape)
+                res, _ = (kahan_mean if version >= 3 else incremental_mean)(stream(), shape)
             else:
                 var, _ = welford_variance(stream(), shape, kahan=False)
                 res = np.sqrt(var) if op == "stddev" else var

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["kahan_inc", "kahan_sum", "kahan_mean", "welford_variance", "Stream"]
+__all__ = ["kahan_inc", "kahan_sum", "kahan_mean", "plain_sum", "incremental_mean", "welford_variance", "Stream"]
 
 Stream = Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -89,6 +89,42 @@ def kahan_mean(stream: Stream, shape: tuple[int, int]) -> tuple[np.ndarray, np.n
             n[tgt] = cnt_old + p
         nf = np.maximum(n, 1).astype(np.float64)
         return np.where(incr, mean + c, s / nf + c / nf), n
+
+
+def plain_sum(stream: Stream, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Uncompensated sum in stream order, as Prometheus 2.x's ``sum`` aggregation adds: ``(sum, count)``.
+
+    Prometheus added Kahan compensation to ``sum``/``avg`` only in 3.x releases; 2.42
+    gives ``sum(1e16, 1, 1) == 1e16``, and rule annotations rendering ``$value`` show it.
+    """
+    s = np.zeros(shape)
+    n = np.zeros(shape, dtype=np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for tgt, x, p in stream:
+            s[tgt] = np.where(p, s[tgt] + x, s[tgt])
+            n[tgt] += p
+    return s, n
+
+
+def incremental_mean(stream: Stream, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus 2.x's ``avg`` aggregation: ``mean += x/n - mean/n`` with its Inf rules: ``(mean, count)``."""
+    mean = np.zeros(shape)
+    n = np.zeros(shape, dtype=np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for tgt, x, p in stream:
+            cnt_old = n[tgt]
+            m = mean[tgt]
+            first = p & (cnt_old == 0)
+            later = p & (cnt_old > 0)
+            cnt = (cnt_old + 1).astype(np.float64)
+            # an infinite mean stays as it is unless an opposite Inf or a NaN arrives (engine.go, AVG)
+            same_inf = np.isinf(x) & ((m > 0) == (x > 0))
+            finite = ~np.isinf(x) & ~np.isnan(x)
+            keep = later & np.isinf(m) & (same_inf | finite)
+            updated = m + (x / cnt - m / cnt)
+            mean[tgt] = np.where(first, x, np.where(later & ~keep, updated, m))
+            n[tgt] = cnt_old + p
+    return mean, n
 
 
 def welford_variance(stream: Stream, shape: tuple[int, int], *, kahan: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -115,10 +115,16 @@ def _extrapolated(
     with np.errstate(invalid="ignore", divide="ignore"):
         result = last_v - first_v
         if is_counter:
-            positions, cumulative = m.prefix("resets", _reset_prefix)
-            result = result + (
-                cumulative[np.searchsorted(positions, hi)] - cumulative[np.searchsorted(positions, np.minimum(lo + 1, hi))]
-            )
+            # add the value lost at each reset one by one, in order, as Prometheus does: a
+            # difference of prefix sums would differ from it in the last bits
+            positions, _ = m.prefix("resets", _reset_prefix)
+            if len(positions):
+                lost = val[positions - 1]
+                first_reset = np.searchsorted(positions, np.minimum(lo + 1, hi))
+                n_resets = np.searchsorted(positions, hi) - first_reset
+                for k in range(int(n_resets.max())):
+                    has = n_resets > k
+                    result = np.where(has, result + lost[np.minimum(first_reset + k, len(lost) - 1)], result)
         range_end = m.end[None, :] - 0  # window right edge is already t - offset
         range_start = range_end - m.range_ms
         dur_start = (first_t - range_start) / 1000.0
