@@ -97,6 +97,22 @@ LOG_FIELDS: dict[str, tuple[str, str]] = {
 
 _LOG_COLUMNS_SQL = ",\n    ".join(f"{col} {typ}" for col, typ in LOG_FIELDS.values())
 
+# incidents (ground truth) and near_misses (what should not page) share one shape
+_INCIDENT_TABLES = "\n".join(
+    f"""CREATE TABLE IF NOT EXISTS {name} (
+    id VARCHAR PRIMARY KEY,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT NOT NULL,
+    severity VARCHAR,
+    matchers VARCHAR,
+    title VARCHAR,
+    kind VARCHAR,
+    alerts VARCHAR,
+    CHECK (end_ms >= start_ms)
+);"""
+    for name in ("incidents", "near_misses")
+)
+
 _SCHEMA_V1 = f"""
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS series (
@@ -117,28 +133,7 @@ CREATE TABLE IF NOT EXISTS logs (
     {_LOG_COLUMNS_SQL},
     extra VARCHAR
 );
-CREATE TABLE IF NOT EXISTS incidents (
-    id VARCHAR PRIMARY KEY,
-    start_ms BIGINT NOT NULL,
-    end_ms BIGINT NOT NULL,
-    severity VARCHAR,
-    matchers VARCHAR,
-    title VARCHAR,
-    kind VARCHAR,
-    alerts VARCHAR,
-    CHECK (end_ms >= start_ms)
-);
-CREATE TABLE IF NOT EXISTS near_misses (
-    id VARCHAR PRIMARY KEY,
-    start_ms BIGINT NOT NULL,
-    end_ms BIGINT NOT NULL,
-    severity VARCHAR,
-    matchers VARCHAR,
-    title VARCHAR,
-    kind VARCHAR,
-    alerts VARCHAR,
-    CHECK (end_ms >= start_ms)
-);
+{_INCIDENT_TABLES}
 CREATE TABLE IF NOT EXISTS pulls (
     source VARCHAR NOT NULL,
     kind VARCHAR NOT NULL,
