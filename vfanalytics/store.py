@@ -494,11 +494,23 @@ class Store:
     def select(
         self, matchers: Sequence[Matcher], start: int | None = None, end: int | None = None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Series and samples matching Prometheus label matchers: ``(series, samples)``."""
+        """Series and samples matching Prometheus label matchers: ``(series, samples)``.
+
+        Samples come in storage order (each write's rows grouped by series, in time order),
+        not sorted: sorting millions of rows in SQL costs more than most evaluations, so
+        readers that need an order sort (the PromQL engine reorders whole blocks).
+        """
         series = self.series(matchers=matchers)
         if series.is_empty():
             return series, pl.DataFrame(schema=SAMPLE_SCHEMA)
-        return series, self.samples(series_ids=series["series_id"].to_list(), start=start, end=end)
+        lo = -(2**63) if start is None else int(start)
+        hi = 2**63 - 1 if end is None else int(end)
+        if series.height > 20_000:  # too long for a literal list: let DuckDB join
+            cond = f"series_id IN (SELECT series_id FROM series s WHERE {matchers_sql(matchers)})"
+        else:
+            cond = f"series_id IN ({','.join(str(int(v)) for v in series['series_id'].to_list())})"
+        samples = self.sql(f"SELECT series_id, ts, value FROM samples WHERE {cond} AND ts BETWEEN ? AND ?", [lo, hi])
+        return series, samples
 
     def logs(
         self, start_ns: int | None = None, end_ns: int | None = None, where: str = "TRUE"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from vfanalytics.promql.source import SAMPLE_SCHEMA, Matcher, Source
+from vfanalytics.promql.source import Matcher, Source
 from vfanalytics.promql.values import Matrix, Vector
 from vfanalytics.series import is_stale, parse_labels_json
 
@@ -74,27 +74,8 @@ def load_series(source: Source, matchers: Sequence[Matcher], start: int, end: in
 
 
 def _select(source: Source, matchers: Sequence[Matcher], start: int, end: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``source.select``; for the DuckDB store, the same read without its ``ORDER BY``.
-
-    Sorting millions of samples in SQL costs more than the whole evaluation:
-    samples come back in insertion order (DuckDB preserves it), which is
-    grouped by series already, and :func:`_to_series_order` orders the groups.
-    """
-    from vfanalytics.store import Store, matchers_sql
-
-    if not isinstance(source, Store):
-        return source.select(list(matchers), start, end)
-    series = source.sql(f"SELECT series_id, metric, labels FROM series s WHERE {matchers_sql(list(matchers))}")
-    if series.is_empty():
-        return series, pl.DataFrame(schema=SAMPLE_SCHEMA)
-    if series.height > 20_000:  # a literal id list that long: let the store join instead
-        return source.select(list(matchers), start, end)
-    ids = ",".join(str(int(v)) for v in series["series_id"].to_list())
-    samples = source.sql(
-        f"SELECT series_id, ts, value FROM samples WHERE series_id IN ({ids}) AND ts BETWEEN ? AND ?",
-        [int(start), int(end)],
-    )
-    return series, samples
+    """``source.select``: samples may come in any block order; :func:`_to_series_order` orders them."""
+    return source.select(list(matchers), start, end)
 
 
 def _to_series_order(
