@@ -278,6 +278,23 @@ def _failing_cell(nb_path: Path, exc: BaseException) -> str:
     return f"{where} ({first_line.strip()[:80]!r}): {ename}: {str(evalue).strip()[:300]}"
 
 
+_URL_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s]+@")
+_SECRET_NAMES = re.compile(r"token|password|passwd|secret|api[_-]?key|authorization", re.IGNORECASE)
+
+
+def _refuse_secrets(params: Mapping[str, Any]) -> None:
+    """Parameters are written into the executed notebook and its HTML: credentials must not be among them.
+
+    The message names the parameter, never its value.
+    """
+    for key, value in params.items():
+        if _SECRET_NAMES.search(key) or _URL_USERINFO.match(str(value).strip()):
+            raise UsageError(
+                f"parameter {key!r} would put credentials into the report; give them to the sources through "
+                "the environment (VFA_PROMETHEUS_TOKEN, VFA_LOKI_TOKEN, ...) or a token file instead"
+            )
+
+
 def run_reports(names: Sequence[str], *, store: str | os.PathLike[str], out_root: str | os.PathLike[str] = "reports",
                 params: Mapping[str, Any] | None = None, start: str | None = None, end: str | None = None,
                 align: str | None = None, cell_timeout_s: int = DEFAULT_CELL_TIMEOUT_S,
@@ -303,6 +320,7 @@ def run_reports(names: Sequence[str], *, store: str | os.PathLike[str], out_root
     if not store_path.exists():
         raise UsageError(f"store {store_path} does not exist (run `vfa demo generate` or `vfa pull` first)")
     extra = {k: v for k, v in (params or {}).items() if k not in ("start", "end", "store")}
+    _refuse_secrets(extra)
     start = start if start is not None else (params or {}).get("start")
     end = end if end is not None else (params or {}).get("end")
     start_ms, end_ms = resolve_window(store_path, start, end, align)

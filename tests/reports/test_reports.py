@@ -190,3 +190,18 @@ def test_cli_runs_a_report_with_parameters(small_demo_store, tmp_path) -> None:
         n = st.sql("SELECT count(*) AS n FROM logs WHERE action_type = 'claude_interaction' "
                    "AND ts_ns BETWEEN 1793664000000000000 AND 1793750400000000000")["n"][0]
     assert res["requests"] == n
+
+
+@pytest.mark.parametrize("key,value", [
+    ("prometheus_url", "http://vfa:CANARY-3f9a@127.0.0.1:9/"),
+    ("prometheus_token", "CANARY-3f9a"),
+])
+def test_credentials_are_refused_before_anything_is_written(small_demo_store, tmp_path, key: str, value: str) -> None:
+    from vfanalytics.exceptions import UsageError
+    from vfanalytics.reports import run_reports
+
+    out = tmp_path / "reports"
+    with pytest.raises(UsageError) as err:
+        run_reports(["alert_tuning"], store=small_demo_store, out_root=out, params={key: value})
+    assert "CANARY" not in str(err.value) and key in str(err.value)
+    assert not out.exists() or not any("CANARY" in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
