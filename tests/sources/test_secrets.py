@@ -111,3 +111,15 @@ def test_redact_covers_quoted_forms():
     client = HttpClient("http://127.0.0.1:1", username="u", password=PASSWORD)
     text = f"x {PASSWORD} y {PASSWORD.replace('/', '%2F').replace('+', '%2B').replace('=', '%3D').replace('&', '%26')}"
     assert PASSWORD not in client.redact(text) and "%2F" not in client.redact(text)
+
+
+def test_from_environment_takes_the_token_from_the_environment(monkeypatch):
+    from vfanalytics.sources.prometheus import PrometheusSource
+
+    monkeypatch.setenv("VFA_PROMETHEUS_TOKEN", "CANARY-env-7c1")
+    src = PrometheusSource.from_environment("http://127.0.0.1:9")
+    # the client knows the token as a secret: it is redacted from anything it reports
+    assert src.http.redact("Bearer CANARY-env-7c1") == "Bearer ***"
+    monkeypatch.delenv("VFA_PROMETHEUS_TOKEN")
+    assert PrometheusSource.from_environment("http://127.0.0.1:9").http.redact("Bearer CANARY-env-7c1") \
+        == "Bearer CANARY-env-7c1"

@@ -199,7 +199,7 @@ def backtest_cmd(
         if prometheus_url:
             from vfanalytics.sources.prometheus import PrometheusSource
 
-            evaluator = PrometheusSource(prometheus_url)
+            evaluator = PrometheusSource.from_environment(prometheus_url)
         n = sum(len(g.rules) for rf in rfs for g in rf.groups)
         with progress_bar("backtest", n) as advance:
             res = replay(rfs, st, t0, t1, evaluation_interval_ms=interval, external_labels=ext,
@@ -248,7 +248,7 @@ def tune_cmd(
         if prometheus_url:
             from vfanalytics.sources.prometheus import PrometheusSource
 
-            evaluator = PrometheusSource(prometheus_url)
+            evaluator = PrometheusSource.from_environment(prometheus_url)
         n = sum(1 for rf in rfs for r in rf.rules() if r.is_alert)
         with progress_bar("tune", n) as advance:
             res = tune(rfs, st, t0, t1, incidents=inc, evaluation_interval_ms=interval, external_labels=ext,

@@ -280,6 +280,17 @@ class PrometheusSource:
         """The base URL without credentials (what the ``pulls`` table records)."""
         return self.http.base_url
 
+    @classmethod
+    def from_environment(cls, url: str, **options: Any) -> PrometheusSource:
+        """A source whose bearer token comes from ``$VFA_PROMETHEUS_TOKEN`` (when set).
+
+        For callers that take only a URL (``vfa backtest/tune --prometheus-url``, notebooks):
+        credentials never travel as an argument that could be logged or written to a report.
+        """
+        from vfanalytics.sources.http import read_secret
+
+        return cls(url, token=read_secret(env="VFA_PROMETHEUS_TOKEN"), **options)
+
     def __repr__(self) -> str:
         return f"PrometheusSource({self.url!r})"
 
