@@ -189,41 +189,16 @@ def _go_expand(template: str, m: re.Match[str]) -> str:
     return _EXPAND_RE.sub(sub, template)
 
 
-def label_replace(v: Vector, dst: str, replacement: str, src: str, regex: str) -> Vector:
-    """``label_replace(v, dst, replacement, src, regex)``."""
-    pattern = compile_regex(regex)
-    if not is_valid_label_name(dst):
-        raise QueryError(f"invalid destination label name in label_replace(): {dst}")
+def _with_label(v: Vector, dst: str, values: list[str | None]) -> Vector:
+    """``v`` with label ``dst`` set per series (an empty value removes it; ``None`` keeps the series as is)."""
     labels = []
-    for ls in v.labels:
-        m = pattern.fullmatch(ls.get(src, ""))
-        if m is None:
+    for ls, value in zip(v.labels, values, strict=True):
+        if value is None:
             labels.append(ls)
             continue
-        res = _go_expand(replacement, m)
         new = dict(ls)
-        if res:
-            new[dst] = res
-        else:
-            new.pop(dst, None)
-        labels.append(new)
-    drop = v.drop_name.copy()
-    if dst == "__name__":
-        drop[:] = False
-    out = Vector(labels, v.values.copy(), v.present.copy(), drop)
-    return merge_duplicates(out)
-
-
-def label_join(v: Vector, dst: str, sep: str, srcs: list[str]) -> Vector:
-    """``label_join(v, dst, separator, src...)``."""
-    if not is_valid_label_name(dst):
-        raise QueryError(f"invalid destination label name in label_join(): {dst}")
-    labels = []
-    for ls in v.labels:
-        res = sep.join(ls.get(s, "") for s in srcs)
-        new = dict(ls)
-        if res:
-            new[dst] = res
+        if value:
+            new[dst] = value
         else:
             new.pop(dst, None)
         labels.append(new)
@@ -231,6 +206,22 @@ def label_join(v: Vector, dst: str, sep: str, srcs: list[str]) -> Vector:
     if dst == "__name__":
         drop[:] = False
     return merge_duplicates(Vector(labels, v.values.copy(), v.present.copy(), drop))
+
+
+def label_replace(v: Vector, dst: str, replacement: str, src: str, regex: str) -> Vector:
+    """``label_replace(v, dst, replacement, src, regex)``."""
+    pattern = compile_regex(regex)
+    if not is_valid_label_name(dst):
+        raise QueryError(f"invalid destination label name in label_replace(): {dst}")
+    matches = (pattern.fullmatch(ls.get(src, "")) for ls in v.labels)
+    return _with_label(v, dst, [None if m is None else _go_expand(replacement, m) for m in matches])
+
+
+def label_join(v: Vector, dst: str, sep: str, srcs: list[str]) -> Vector:
+    """``label_join(v, dst, separator, src...)``."""
+    if not is_valid_label_name(dst):
+        raise QueryError(f"invalid destination label name in label_join(): {dst}")
+    return _with_label(v, dst, [sep.join(ls.get(s, "") for s in srcs) for ls in v.labels])
 
 
 def sort_vector(v: Vector, *, descending: bool) -> Vector:
