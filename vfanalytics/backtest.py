@@ -238,6 +238,20 @@ class _OverlaySource:
         return pl.concat([s.select(s2.columns), s2]), pl.concat([x.select(x2.columns), x2])
 
 
+def prefetch_rules(source: Any, exprs: Sequence[str], windows: Sequence[tuple[int, int]]) -> Any:
+    """``source`` holding in memory, from one read, what evaluating ``exprs`` over ``windows`` reads
+    (:class:`~vfanalytics.promql.prefetch.PrefetchedSource`); ``source`` itself when it cannot read
+    many selectors at once or there is nothing to evaluate."""
+    if not exprs or not hasattr(source, "select_many"):
+        return source
+    from vfanalytics.promql.prefetch import PrefetchedSource
+
+    try:
+        return PrefetchedSource.for_expressions(source, exprs, min(w[0] for w in windows), max(w[1] for w in windows))
+    except QueryError:
+        return source  # a malformed expression: let its own evaluation report it, with file and line
+
+
 EPISODE_SCHEMA = {
     "rule": pl.Utf8, "group": pl.Utf8, "series_id": pl.UInt64, "labels": pl.Utf8,
     "pending_at": pl.Int64, "firing_at": pl.Int64, "resolved_at": pl.Int64,
@@ -593,8 +607,6 @@ def replay(
     [(60000, 120000, 240000), (300000, None, 360000)]
     """
     ext = dict(external_labels or {})
-    overlay = _OverlaySource(source) if evaluator is None else None
-    ev: Evaluator = evaluator or OfflineEvaluator(overlay, prometheus_version=prometheus_version)
     results: list[RuleResult] = []
     rec_series: list[pl.DataFrame] = []
     rec_samples: list[pl.DataFrame] = []
@@ -609,6 +621,12 @@ def replay(
                 if only_rules is not None and rule.is_alert and rule.name not in only_rules:
                     continue
                 jobs.append((rf, g, rule, interval, ticks))
+
+    overlay = None
+    if evaluator is None:
+        windows = [(int(j[4][0]) - j[1].query_offset_ms, int(j[4][-1]) - j[1].query_offset_ms) for j in jobs]
+        overlay = _OverlaySource(prefetch_rules(source, [j[2].expr for j in jobs], windows))
+    ev: Evaluator = evaluator or OfflineEvaluator(overlay, prometheus_version=prometheus_version)
 
     def run_query(job: tuple[Any, Any, Any, int, np.ndarray]) -> pl.DataFrame:
         rf, g, rule, interval, ticks = job

@@ -216,9 +216,14 @@ class SeriesSink:
             # a series re-created at that very tick starts a new segment there: no marker then
             restarted = np.isin(st_series * n_ticks + st_tick, seg_series * n_ticks + first)
             st_series, st_tick = st_series[~restarted], st_tick[~restarted]
-            series_idx = np.concatenate([series_idx, st_series])
-            ticks = np.concatenate([ticks, st_tick])
-            values = np.concatenate([values, np.full(len(st_tick), STALE_NAN)])
+            # markers go in place (the rows stay in (series, tick) order, as a TSDB appends them),
+            # so readers find each series as one time-ordered run
+            st_order = np.lexsort((st_tick, st_series))
+            st_series, st_tick = st_series[st_order], st_tick[st_order]
+            at = np.searchsorted(series_idx.astype(np.int64) * n_ticks + ticks, st_series.astype(np.int64) * n_ticks + st_tick)
+            series_idx = np.insert(series_idx, at, st_series)
+            ticks = np.insert(ticks, at, st_tick)
+            values = np.insert(values, at, STALE_NAN)
             keep = self.keep_tick[ticks]
             self._append(ids[series_idx[keep]], ticks[keep], values[keep], target.offset_ms)
 

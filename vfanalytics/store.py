@@ -501,16 +501,40 @@ class Store:
         readers that need an order sort (the PromQL engine reorders whole blocks).
         """
         series = self.series(matchers=matchers)
-        if series.is_empty():
+        return series, self._samples_of(series["series_id"], start, end)
+
+    def select_many(
+        self, matcher_sets: Sequence[Sequence[Matcher]], start: int | None = None, end: int | None = None,
+        *, max_series: int | None = None,
+    ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+        """:meth:`select` for several matcher sets in one scan of the samples table.
+
+        Returns the series frame of each matcher set and the samples of all of them
+        (storage order). On a large store the scan, not the rows returned, is what a
+        selective read costs, so a replay of many rules reads its inputs this way.
+        With more than ``max_series`` series in all, no samples are read (an empty frame).
+        """
+        series = [self.series(matchers=m) for m in matcher_sets]
+        ids = pl.concat([s["series_id"] for s in series]).unique() if series else pl.Series([], dtype=pl.UInt64)
+        if max_series is not None and len(ids) > max_series:
             return series, pl.DataFrame(schema=SAMPLE_SCHEMA)
+        return series, self._samples_of(ids, start, end)
+
+    def _samples_of(self, ids: pl.Series, start: int | None, end: int | None) -> pl.DataFrame:
+        if ids.is_empty():
+            return pl.DataFrame(schema=SAMPLE_SCHEMA)
         lo = -(2**63) if start is None else int(start)
         hi = 2**63 - 1 if end is None else int(end)
-        if series.height > 20_000:  # too long for a literal list: let DuckDB join
-            cond = f"series_id IN (SELECT series_id FROM series s WHERE {matchers_sql(matchers)})"
-        else:
-            cond = f"series_id IN ({','.join(str(int(v)) for v in series['series_id'].to_list())})"
-        samples = self.sql(f"SELECT series_id, ts, value FROM samples WHERE {cond} AND ts BETWEEN ? AND ?", [lo, hi])
-        return series, samples
+        if len(ids) <= 20_000:
+            cond = f"series_id IN ({','.join(str(int(v)) for v in ids.to_list())})"
+            return self.sql(f"SELECT series_id, ts, value FROM samples WHERE {cond} AND ts BETWEEN ? AND ?", [lo, hi])
+        # too long for a literal list: let DuckDB join
+        self.con.register("_select_ids", pl.DataFrame({"id": ids.cast(pl.UInt64)}).to_arrow())
+        try:
+            return self.sql("SELECT series_id, ts, value FROM samples WHERE series_id IN (SELECT id FROM _select_ids) "
+                            "AND ts BETWEEN ? AND ?", [lo, hi])
+        finally:
+            self.con.unregister("_select_ids")
 
     def logs(
         self, start_ns: int | None = None, end_ns: int | None = None, where: str = "TRUE"

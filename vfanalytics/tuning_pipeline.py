@@ -327,16 +327,18 @@ def tune(rule_files: Sequence[Any], source: Any, start: int, end: int, *,
 
     Recording rules run first (offline) so alert expressions can read their output.
     """
-    from vfanalytics.backtest import OfflineEvaluator, _OverlaySource, replay
+    from vfanalytics.backtest import OfflineEvaluator, _OverlaySource, prefetch_rules, replay
 
     ev = evaluator
     if ev is None:
         has_records = any(not r.is_alert for rf in rule_files for r in rf.rules())
-        src = source
+        # every rule's lhs and expression read the same selectors: one read of the store for all
+        src = prefetch_rules(source, [r.expr for rf in rule_files for r in rf.rules() if r.is_alert],
+                             [(start - max((g.query_offset_ms for rf in rule_files for g in rf.groups), default=0), end)])
         if has_records:
             res = replay(list(rule_files), source, start, end, evaluation_interval_ms=evaluation_interval_ms,
                          external_labels=external_labels, prometheus_version=prometheus_version, only_rules=[])
-            src = _OverlaySource(source)
+            src = _OverlaySource(src)
             if res.recorded is not None:
                 src.add(*res.recorded)
         ev = OfflineEvaluator(src, prometheus_version=prometheus_version)

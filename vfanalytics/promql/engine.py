@@ -62,6 +62,21 @@ def _ms(td: timedelta | None) -> int:
     return int(td // timedelta(milliseconds=1)) if td >= timedelta(0) else -int((-td) // timedelta(milliseconds=1))
 
 
+def shared_metric_names(node: Any) -> set[str]:
+    """Metric names several selectors of an expression read: the evaluator reads such a
+    metric once by name only (``[("__name__", "=", name)]``), then filters in memory."""
+    counts: dict[str, int] = {}
+
+    def visit(n: Any) -> bool:
+        # a matrix selector's own vector selector is visited as a child of it
+        if isinstance(n, pp.VectorSelector) and n.name:
+            counts[n.name] = counts.get(n.name, 0) + 1
+        return True
+
+    pp.walk(node, visit)
+    return {name for name, c in counts.items() if c > 1}
+
+
 def _position(expr: str, msg: str) -> int:
     """Best guess of the 1-based character where a PromQL expression stops being valid.
 
@@ -249,17 +264,7 @@ class Evaluator:
         return np.full(len(times), t, dtype=np.int64)
 
     def _plan_shared_reads(self, node: Any) -> None:
-        """Metric names several selectors read: such a metric is read once, then filtered in memory."""
-        counts: dict[str, int] = {}
-
-        def visit(n: Any) -> bool:
-            # a matrix selector's own vector selector is visited as a child of it
-            if isinstance(n, pp.VectorSelector) and n.name:
-                counts[n.name] = counts.get(n.name, 0) + 1
-            return True
-
-        pp.walk(node, visit)
-        self._shared_names = {name for name, c in counts.items() if c > 1}
+        self._shared_names = shared_metric_names(node)
 
     def _load(self, matchers: list[Matcher], lo: int, hi: int) -> RawSeries:
         name = matchers[0][2] if matchers and matchers[0][:2] == ("__name__", "=") else None
@@ -267,18 +272,14 @@ class Evaluator:
             return self._filter(self._load(matchers[:1], lo, hi), matchers[1:])
         key = tuple(matchers)
         hit = self._cache.get(key)
+        # samples outside [lo, hi] are left in: every reader picks its samples per step by binary
+        # search (lookback and range windows), so they are never seen, and copying them out of
+        # every chunk's read would cost a pass over all of them
         if hit is not None and hit[0] <= lo and hi <= hit[1]:
-            raw = hit[2]
-            if hit[0] == lo and hit[1] == hi:
-                return raw
-            keep = (raw.ts >= lo) & (raw.ts <= hi)
-            return RawSeries(raw.labels, raw.sid[keep], raw.ts[keep], raw.val[keep])
+            return hit[2]
         ahead = hi + max(self.read_ahead_ms, 0)
         raw = load_series(self.source, matchers, lo, ahead)
         self._cache[key] = (lo, ahead, raw)
-        if ahead != hi:
-            keep = raw.ts <= hi
-            return RawSeries(raw.labels, raw.sid[keep], raw.ts[keep], raw.val[keep])
         return raw
 
     @staticmethod

@@ -219,20 +219,37 @@ class FrameSource:
         self, matchers: Sequence[Matcher], start: int | None = None, end: int | None = None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Series matching every matcher and their samples in ``[start, end]``."""
-        keep = [
+        keep = self._matching(matchers)
+        return self.series[keep], self._samples_of(self._ids[keep], start, end)
+
+    def select_many(
+        self, matcher_sets: Sequence[Sequence[Matcher]], start: int | None = None, end: int | None = None,
+        *, max_series: int | None = None,
+    ) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+        """:meth:`select` for several matcher sets: each one's series, and the samples of all of
+        them (none with more than ``max_series`` series in all), as ``Store.select_many``."""
+        keeps = [self._matching(m) for m in matcher_sets]
+        ids = np.unique(np.concatenate([self._ids[k] for k in keeps])) if keeps else self._ids[:0]
+        if max_series is not None and len(ids) > max_series:
+            ids = ids[:0]
+        return [self.series[k] for k in keeps], self._samples_of(ids, start, end)
+
+    def _matching(self, matchers: Sequence[Matcher]) -> list[int]:
+        return [
             i
             for i, labels in enumerate(self._labels)
             if all(label_matches(op, value, labels.get(name, "")) for name, op, value in matchers)
         ]
-        series = self.series[keep]
-        if not keep:
-            return series, pl.DataFrame(schema=SAMPLE_SCHEMA)
-        wanted = np.isin(self._sample_sid, self._ids[keep])
+
+    def _samples_of(self, ids: np.ndarray, start: int | None, end: int | None) -> pl.DataFrame:
+        if not len(ids):
+            return pl.DataFrame(schema=SAMPLE_SCHEMA)
+        wanted = np.isin(self._sample_sid, ids)
         if start is not None:
             wanted &= self._sample_ts >= start
         if end is not None:
             wanted &= self._sample_ts <= end
-        return series, self.samples.filter(pl.Series(wanted))
+        return self.samples.filter(pl.Series(wanted))
 
 
 class OpenMetricsSource(FrameSource):

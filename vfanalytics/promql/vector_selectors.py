@@ -83,8 +83,12 @@ def _to_series_order(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map sample series ids to series indexes and sort by (index, ts).
 
-    Sources usually return samples grouped by series and sorted by time; then
-    whole blocks are reordered in O(n) instead of sorting every sample.
+    Sources return samples in runs: each write's rows grouped by series, in time order.
+    The runs are put in (series, first ts) order and copied slice by slice (no index
+    arrays as long as the data); only series whose runs overlap in time (staleness
+    markers or late samples written apart, a timestamp written twice) are then sorted,
+    each on its own and from its runs in storage order, so that of two samples at one
+    timestamp the one written last comes last.
     """
     ids = ids.astype(np.uint64)
     s_ids = s_ids.astype(np.uint64, copy=False)
@@ -101,31 +105,42 @@ def _to_series_order(
     pos = np.clip(np.searchsorted(sorted_ids, block_ids), 0, len(sorted_ids) - 1)
     known = sorted_ids[pos] == block_ids
     block_idx = np.where(known, order[pos], -1)
-    # samples out of time order inside a series are allowed only at block boundaries
-    backwards = np.flatnonzero(ts[1:] < ts[:-1]) + 1
-    ts_sorted = bool(np.isin(backwards, starts).all()) if len(backwards) else True
-    unique_blocks = len(np.unique(block_idx[known])) == int(known.sum())
-    if ts_sorted and unique_blocks:
-        b_order = np.argsort(block_idx, kind="stable")
-        b_order = b_order[known[b_order]]
-        lens = lengths[b_order]
-        if np.array_equal(b_order, np.arange(len(starts))):
-            return np.repeat(block_idx, lengths).astype(np.int64, copy=False), ts, val
-        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        gather = np.repeat(starts[b_order] - offs, lens) + np.arange(int(lens.sum()))
-        return np.repeat(block_idx[b_order], lens).astype(np.int64, copy=False), ts[gather], val[gather]
-    # several runs per series (appended in chunks): order the runs, not the samples
     runs = np.flatnonzero(known)
     run_order = runs[np.lexsort((ts[starts[runs]], block_idx[runs]))]
     lens = lengths[run_order]
-    offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    gather = np.repeat(starts[run_order] - offs, lens) + np.arange(int(lens.sum()))
     sid = np.repeat(block_idx[run_order], lens).astype(np.int64, copy=False)
-    ts2, val2 = ts[gather], val[gather]
-    if len(ts2) < 2 or bool(np.all((ts2[1:] >= ts2[:-1]) | (sid[1:] != sid[:-1]))):
-        return sid, ts2, val2
-    srt = np.lexsort((ts2, sid))
-    return sid[srt], ts2[srt], val2[srt]
+    if len(run_order) == len(starts) and np.array_equal(run_order, np.arange(len(starts))):
+        ts2, val2 = ts, val
+    elif len(run_order) <= _MAX_SLICED_RUNS:
+        cuts = [(int(a), int(a + n)) for a, n in zip(starts[run_order], lens, strict=True)]
+        ts2 = np.concatenate([ts[a:b] for a, b in cuts])
+        val2 = np.concatenate([val[a:b] for a, b in cuts])
+    else:  # many tiny runs: one gather beats a Python loop over them
+        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        gather = np.repeat(starts[run_order] - offs, lens) + np.arange(int(lens.sum()))
+        ts2, val2 = ts[gather], val[gather]
+    # a series whose runs overlap or touch (a timestamp written twice) is re-sorted from its runs in
+    # storage order, so that a stable sort leaves the last write last
+    back = np.flatnonzero(ts2[1:] <= ts2[:-1]) + 1
+    overlapping = np.unique(sid[back[sid[back] == sid[back - 1]]])
+    if len(overlapping):
+        if ts2 is ts:
+            ts2, val2 = ts.copy(), val.copy()
+        bounds = np.searchsorted(sid, np.stack([overlapping, overlapping + 1]))
+        stored = runs[np.argsort(block_idx[runs], kind="stable")]  # by series, storage order within
+        run_bounds = np.searchsorted(block_idx[stored], np.stack([overlapping, overlapping + 1]))
+        for (a, b), (ra, rb) in zip(bounds.T.tolist(), run_bounds.T.tolist(), strict=True):
+            mine = stored[ra:rb]
+            seg_ts = np.concatenate([ts[i : i + n] for i, n in zip(starts[mine], lengths[mine], strict=True)])
+            seg_val = np.concatenate([val[i : i + n] for i, n in zip(starts[mine], lengths[mine], strict=True)])
+            o = np.argsort(seg_ts, kind="stable")
+            ts2[a:b] = seg_ts[o]
+            val2[a:b] = seg_val[o]
+    return sid, ts2, val2
+
+
+#: above this many runs, reordering copies through one index array instead of slice by slice
+_MAX_SLICED_RUNS = 20_000
 
 
 def _series_starts(sid: np.ndarray, n: int) -> np.ndarray:
