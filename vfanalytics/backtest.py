@@ -50,7 +50,10 @@ Example
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -218,6 +221,8 @@ class _OverlaySource:
         self.series: list[pl.DataFrame] = []
         self.samples: list[pl.DataFrame] = []
         self._frames: Any = None
+        # rules evaluated side by side read through here; a store's connection takes one query at a time
+        self._lock = threading.Lock()
 
     def add(self, series: pl.DataFrame, samples: pl.DataFrame) -> None:
         self.series.append(series)
@@ -225,14 +230,16 @@ class _OverlaySource:
         self._frames = None
 
     def select(self, matchers: Sequence[Any], start: int | None = None, end: int | None = None) -> Any:
-        s, x = self.base.select(matchers, start, end)
-        if not self.series:
-            return s, x
-        if self._frames is None:
-            from vfanalytics.promql.source import FrameSource
+        with self._lock:
+            s, x = self.base.select(matchers, start, end)
+            if not self.series:
+                return s, x
+            if self._frames is None:
+                from vfanalytics.promql.source import FrameSource
 
-            self._frames = FrameSource(pl.concat(self.series), pl.concat(self.samples))
-        s2, x2 = self._frames.select(matchers, start, end)
+                self._frames = FrameSource(pl.concat(self.series), pl.concat(self.samples))
+            frames = self._frames
+        s2, x2 = frames.select(matchers, start, end)
         if s2.height == 0:
             return s, x
         return pl.concat([s.select(s2.columns), s2]), pl.concat([x.select(x2.columns), x2])
@@ -573,7 +580,7 @@ def replay(
     tick_offset_ms: int = 0,
     only_rules: Sequence[str] | None = None,
     force_interval_ms: int | None = None,
-    concurrency: int = 1,
+    concurrency: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> BacktestResult:
     """Evaluate every group of ``rule_files`` at its ticks over ``[start, end]``.
@@ -593,7 +600,8 @@ def replay(
     force_interval_ms:
         Evaluate every group at this interval whatever its own (promtool unit tests do).
     concurrency:
-        Queries in flight at once when pushed down to a server (1: one after another, which
+        Rule expressions evaluated at once. Default: offline, one a core (at most 4: the
+        engine's array work runs outside the GIL); pushed down, 1 (one after another, which
         measured fastest against a local server on a busy 2-core machine).
 
     Example
@@ -636,30 +644,45 @@ def replay(
         except QueryError as exc:
             raise type(exc)(f"{rf.path}:{rule.expr_line}: rule {rule.name!r}: {exc}") from None
 
-    prefetched: Any = None
-    if evaluator is not None and concurrency > 1 and len(jobs) > 1:
-        # pushed down, every query is independent (the server stores recorded series itself):
-        # keep a few in flight, as a rule manager evaluates groups concurrently
-        from concurrent.futures import ThreadPoolExecutor
+    workers = concurrency if concurrency is not None else 1 if evaluator is not None else min(4, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(jobs) > 1 else None
+    pending: dict[int, Future[pl.DataFrame]] = {}
 
-        pool = ThreadPoolExecutor(max_workers=concurrency)
-        prefetched = [pool.submit(run_query, j) for j in jobs]
-        pool.shutdown(wait=False)
-    for i, job in enumerate(jobs):
-        rf, g, rule, interval, ticks = job
-        frame = prefetched[i].result() if prefetched is not None else run_query(job)
-        if g.query_offset_ms:
-            frame = frame.with_columns(pl.col("ts") + g.query_offset_ms)
-        if rule.is_alert:
-            results.append(evaluate_alert(rule, g.name, frame, ticks, interval, g.limit, ext, g.labels))
-        else:
-            s, x = _record_frames(rule, frame, ticks, g.labels)
-            rec_series.append(s)
-            rec_samples.append(x)
-            if overlay is not None and s.height:
-                overlay.add(s, x)
-        if progress is not None:
-            progress(1)
+    def submit_from(first: int) -> None:
+        # Pushed down, every query is independent (the server stores recorded series itself).
+        # Offline, a recording rule's output must be in the overlay before any later rule runs
+        # and after every earlier one has: alerting rules run side by side up to the next
+        # recording rule, which runs alone, in order.
+        for k in range(first, len(jobs)):
+            if evaluator is None and not jobs[k][2].is_alert:
+                break
+            pending[k] = pool.submit(run_query, jobs[k])  # type: ignore[union-attr]
+
+    try:
+        if pool is not None:
+            submit_from(0)
+        for i, job in enumerate(jobs):
+            rf, g, rule, interval, ticks = job
+            fut = pending.pop(i, None)
+            frame = fut.result() if fut is not None else run_query(job)
+            if g.query_offset_ms:
+                frame = frame.with_columns(pl.col("ts") + g.query_offset_ms)
+            if rule.is_alert:
+                results.append(evaluate_alert(rule, g.name, frame, ticks, interval, g.limit, ext, g.labels))
+            else:
+                s, x = _record_frames(rule, frame, ticks, g.labels)
+                rec_series.append(s)
+                rec_samples.append(x)
+                if overlay is not None:
+                    if s.height:
+                        overlay.add(s, x)
+                    if pool is not None:
+                        submit_from(i + 1)
+            if progress is not None:
+                progress(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     recorded = (pl.concat(rec_series), pl.concat(rec_samples)) if rec_series else None
     return BacktestResult(rules=results, recorded=recorded, external_labels=ext, start=start, end=end)
 

@@ -64,6 +64,35 @@ groups:
     assert row["annotations"].startswith('{"summary":"a at ')
 
 
+def test_alerting_rules_side_by_side_see_only_earlier_recordings() -> None:
+    src = src_from({'x{i="1"}': [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0] * 3, 'x{i="2"}': [5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5] * 3})
+    rf = rules("""
+groups:
+  - name: g
+    rules:
+      - alert: Early
+        expr: rec:x:double > 3
+      - record: rec:x:double
+        expr: x * 2
+      - alert: Late
+        expr: rec:x:double > 3
+        for: 1m
+      - alert: Raw
+        expr: x > 3
+      - record: rec:x:sum
+        expr: sum(rec:x:double)
+      - alert: Summed
+        expr: rec:x:sum > 9
+""")
+    runs = {n: replay([rf], src, 0, 32 * MIN, evaluation_interval_ms=MIN, prometheus_version=2, concurrency=n)
+            for n in (1, 4)}
+    assert runs[1].episodes().equals(runs[4].episodes())
+    per_rule = runs[4].episodes().group_by("rule").len()
+    counts = dict(zip(per_rule["rule"].to_list(), per_rule["len"].to_list(), strict=True))
+    # rules run in order: an alert listed before the recording rule never sees its output
+    assert "Early" not in counts and counts["Late"] >= 3 and counts["Raw"] >= 3 and counts["Summed"] >= 1
+
+
 def test_query_offset_shifts_queries_not_alert_times() -> None:
     src = src_from({"x": [0, 0, 5, 5, 5, 0, 0, 0, 0, 0]})
     plain = rules("groups: [{name: g, rules: [{alert: A, expr: x > 1}]}]")

@@ -115,10 +115,11 @@ class PrefetchedSource:
         many = getattr(base, "select_many", None)
         series_list: list[pl.DataFrame] = []
         samples = pl.DataFrame(schema=SAMPLE_SCHEMA)
-        if keys and many is not None:
+        if many is None:
+            keys = []  # no way to read them at once: every call goes to the base
+        elif keys:
             series_list, samples = many(keys, self.start, self.end, max_series=max_series)
-            if sum(s.height for s in series_list) and samples.is_empty() and \
-                    pl.concat([s["series_id"] for s in series_list]).n_unique() > max_series:
+            if samples.is_empty() and pl.concat([s["series_id"] for s in series_list]).n_unique() > max_series:
                 keys, series_list = [], []  # too many to hold: every call goes to the base
         self._series = dict(zip(keys, series_list, strict=True))
         self._sid = samples["series_id"].to_numpy().astype(np.uint64, copy=False)
