@@ -248,13 +248,14 @@ class _OverlaySource:
 def prefetch_rules(source: Any, exprs: Sequence[str], windows: Sequence[tuple[int, int]]) -> Any:
     """``source`` holding in memory, from one read, what evaluating ``exprs`` over ``windows`` reads
     (:class:`~vfanalytics.promql.prefetch.PrefetchedSource`); ``source`` itself when it cannot read
-    many selectors at once or there is nothing to evaluate."""
-    if not exprs or not hasattr(source, "select_many"):
+    many selectors at once."""
+    if not hasattr(source, "select_many"):
         return source
     from vfanalytics.promql.prefetch import PrefetchedSource
 
     try:
-        return PrefetchedSource.for_expressions(source, exprs, min(w[0] for w in windows), max(w[1] for w in windows))
+        return PrefetchedSource.for_expressions(source, exprs, min((w[0] for w in windows), default=0),
+                                                max((w[1] for w in windows), default=0))
     except QueryError:
         return source  # a malformed expression: let its own evaluation report it, with file and line
 

@@ -124,3 +124,23 @@ def test_recommend_respects_constraints_and_explains() -> None:
     assert 0 < front.height < scores.height
     impossible = recommend("R", "g", scores, cur, max_pages_per_week=0.0, min_recall=1.0)
     assert impossible.feasible == 0 and impossible.reason.startswith("no grid point meets")
+
+
+def test_tune_side_by_side_equals_one_rule_at_a_time(small_demo_store) -> None:  # noqa: ANN001
+    from pathlib import Path
+
+    from vfanalytics.rules import load_rule_files
+    from vfanalytics.store import Store
+    from vfanalytics.tuning_pipeline import tune
+
+    rfs = load_rule_files([Path(__file__).resolve().parents[2] / "data" / "rules" / "vaporform-alerts.yml"])
+    with Store(small_demo_store, read_only=True) as st:
+        info = st.info()
+        start = (info["samples_start_ms"] // 60_000 + 10) * 60_000
+        end = start + 24 * 3_600_000
+        runs = {n: tune(rfs, st, start, end, incidents=st.incidents(), evaluation_interval_ms=15_000,
+                        prometheus_version=2, concurrency=n) for n in (1, 3)}
+    assert runs[1].table().equals(runs[3].table())
+    assert [[(f.code, f.confirmed) for f in it.findings] for it in runs[1].items] == \
+        [[(f.code, f.confirmed) for f in it.findings] for it in runs[3].items]
+    assert sum(len(it.findings) for it in runs[3].items) >= 4

@@ -21,6 +21,7 @@ Example
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,6 +110,8 @@ class PrefetchedSource:
         max_series: int = MAX_PREFETCH_SERIES,
     ) -> None:
         self.base = base
+        # rules evaluated side by side read through one source; a store's connection takes one query at a time
+        self._lock = threading.Lock()
         self.start = int(start)
         self.end = int(end)
         keys = list(dict.fromkeys(tuple(tuple(m) for m in ms) for ms in matcher_sets))
@@ -155,7 +158,8 @@ class PrefetchedSource:
         """The :class:`~vfanalytics.promql.source.Source` call: from memory when held, else from ``base``."""
         series = self._series.get(tuple(tuple(m) for m in matchers))
         if series is None or start is None or end is None or start < self.start or end > self.end:
-            return self.base.select(matchers, start, end)
+            with self._lock:
+                return self.base.select(matchers, start, end)
         ids = series["series_id"].to_numpy().astype(np.uint64, copy=False)
         picked = np.flatnonzero(np.isin(self._run_ids, ids))
         if len(picked) <= _MAX_SLICED_RUNS:
