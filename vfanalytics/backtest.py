@@ -11,6 +11,16 @@ query run at ``tick - query_offset`` while the alert keeps ``tick`` as its time,
 in rules/group.go. The first tick starts with no alert state (as a server started
 at ``start`` without restored ``for`` state).
 
+Rule order
+----------
+Groups, and the rules of a group, run in file order, each over the whole range: a
+rule reads the output of every recording rule before it (at the same tick, as in a
+group evaluation), and nothing of those after it, where Prometheus would show it
+their previous tick's output. Order recording rules before the rules that read
+them, as one does for a server. Offline, alerting rules between two recording rules
+are evaluated side by side (``concurrency``); a recording rule waits for all before
+it, so the order above holds whatever the concurrency.
+
 Alert state machine (rules/alerting.go ``Eval``)
 ------------------------------------------------
 Per alert label set (result labels without ``__name__`` plus the rule's templated

@@ -334,12 +334,12 @@ def tune(rule_files: Sequence[Any], source: Any, start: int, end: int, *,
     from vfanalytics.promql.prefetch import PrefetchedSource
 
     ev = evaluator
-    src = source  # what the lint reads selectors from: the prefetched store when offline
+    # every rule's lhs and expression read the same selectors: one read of the store for all (the
+    # lint's dead-selector check reads them too, also when the queries are pushed down)
+    src = prefetch_rules(source, [r.expr for rf in rule_files for r in rf.rules() if r.is_alert],
+                         [(start - max((g.query_offset_ms for rf in rule_files for g in rf.groups), default=0), end)])
     if ev is None:
         has_records = any(not r.is_alert for rf in rule_files for r in rf.rules())
-        # every rule's lhs and expression read the same selectors: one read of the store for all
-        src = prefetch_rules(source, [r.expr for rf in rule_files for r in rf.rules() if r.is_alert],
-                             [(start - max((g.query_offset_ms for rf in rule_files for g in rf.groups), default=0), end)])
         if has_records:
             res = replay(list(rule_files), source, start, end, evaluation_interval_ms=evaluation_interval_ms,
                          external_labels=external_labels, prometheus_version=prometheus_version, only_rules=[])
@@ -356,11 +356,11 @@ def tune(rule_files: Sequence[Any], source: Any, start: int, end: int, *,
         return it
 
     jobs = [(rf, g, r) for rf in rule_files for g in rf.groups for r in g.rules if r.is_alert]
-    # offline, rules are tuned side by side (the array work runs outside the GIL); the prefetched
-    # source serialises what it passes on to the store's connection
+    # rules are tuned side by side (the array work runs outside the GIL) when the source takes calls
+    # from several threads: the prefetched one serialises what it passes on to the store's connection
     workers = 1
-    if evaluator is None and isinstance(src, PrefetchedSource | _OverlaySource):
-        workers = concurrency or min(4, os.cpu_count() or 1)
+    if src is None or isinstance(src, PrefetchedSource | _OverlaySource):
+        workers = concurrency or (1 if evaluator is not None else min(4, os.cpu_count() or 1))
     items = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(tune_one, *job) for job in jobs]

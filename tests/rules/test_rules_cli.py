@@ -152,6 +152,13 @@ def test_backtest_exports(small_demo_store: Path, seed_dir: Path, tmp_path: Path
     assert summary.height == 14 and "recall" in summary.columns
     om = (out / "alerts.om").read_text()
     assert om.rstrip().endswith("# EOF") and 'ALERTS{' in om and "ALERTS_FOR_STATE{" in om
+    # one rule at a time gives the same episodes; --jobs 0 is a usage error
+    one = tmp_path / "bt1"
+    r = run("backtest", str(SEED_RULES), "--store", str(small_demo_store), "--prometheus-config",
+            str(seed_dir / "monitoring" / "prometheus" / "prometheus.yml"), "--out", str(one), "--jobs", "1")
+    assert r.exit_code == 0, r.output
+    assert pl.read_csv(one / "episodes.csv").equals(eps)
+    assert run("backtest", str(SEED_RULES), "--store", str(small_demo_store), "--jobs", "0").exit_code == 2
 
 
 def test_demo_export_incidents_load_like_the_store(small_demo_store: Path, small_demo_export: Path) -> None:

@@ -34,6 +34,11 @@ IncidentsOption = Annotated[
                               show_default=False)]
 OutOption = Annotated[Path, typer.Option("--out", help="Directory for the exports.")]
 VersionOption = Annotated[int, typer.Option("--prometheus-version", help="PromQL semantics: 3 (default) or 2.")]
+JobsOption = Annotated[
+    int | None,
+    typer.Option("--jobs", min=1, show_default=False,
+                 help="Rules evaluated at once (default: offline one a core up to 4; with --prometheus-url 1)."),
+]
 UrlOption = Annotated[
     str | None, typer.Option("--prometheus-url", help="Push queries down to this Prometheus-API server "
                              "(one query_range per rule expression) instead of the offline evaluator.",
@@ -185,6 +190,7 @@ def backtest_cmd(
     out: OutOption = Path("backtest"),
     prometheus_version: VersionOption = 3,
     prometheus_url: UrlOption = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Replay rule files over history: AlertEpisode table, ALERTS series, scores against incidents."""
     from vfanalytics.backtest import replay, write_backtest_exports
@@ -203,7 +209,8 @@ def backtest_cmd(
         n = sum(len(g.rules) for rf in rfs for g in rf.groups)
         with progress_bar("backtest", n) as advance:
             res = replay(rfs, st, t0, t1, evaluation_interval_ms=interval, external_labels=ext,
-                         evaluator=evaluator, prometheus_version=prometheus_version, progress=advance)
+                         evaluator=evaluator, prometheus_version=prometheus_version, progress=advance,
+                         concurrency=jobs)
         written = write_backtest_exports(res, out, incidents=inc)
     eps = res.episodes(fired_only=True)
     stderr_console.print(f"{eps.height} fired alert episodes from {len(res.rules)} alerting rules")
@@ -230,6 +237,7 @@ def tune_cmd(
     prometheus_url: UrlOption = None,
     pin_tests: Annotated[bool, typer.Option("--pin-tests/--no-pin-tests",
                                             help="Write promtool tests pinning the recommendation.")] = True,
+    jobs: JobsOption = None,
 ) -> None:
     """Sweep thresholds × for × keep_firing_for per rule, score against incidents, recommend and export."""
     from vfanalytics.rules import load_rule_files
@@ -252,7 +260,8 @@ def tune_cmd(
         n = sum(1 for rf in rfs for r in rf.rules() if r.is_alert)
         with progress_bar("tune", n) as advance:
             res = tune(rfs, st, t0, t1, incidents=inc, evaluation_interval_ms=interval, external_labels=ext,
-                       evaluator=evaluator, prometheus_version=prometheus_version, options=opts, progress=advance)
+                       evaluator=evaluator, prometheus_version=prometheus_version, options=opts, progress=advance,
+                       concurrency=jobs)
             written = write_exports(res, out, pin_tests=pin_tests)
     table = res.table()
     for row in table.iter_rows(named=True):
