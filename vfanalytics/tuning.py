@@ -300,29 +300,40 @@ def score_episodes(
         # an alert already firing for hours before the incident did not detect it
         hit = (label_match[rows] if n else np.zeros((0, n_inc), dtype=bool)) & (
             firing_at[:, None] <= hi[None, :]) & (firing_at[:, None] >= lo[None, :])
-        tp = int(hit.any(axis=1).sum())
-        detected_mask = hit.any(axis=0)
-        detected = int(detected_mask.sum())
-        ttd = np.where(hit, firing_at[:, None] - incident_start[None, :], np.iinfo(np.int64).max).min(
-            axis=0, initial=np.iinfo(np.int64).max)
-        ttd = ttd[detected_mask]
-        precision = tp / n if n else math.nan
-        recall = detected / n_inc
-        b2 = beta * beta
-        fb = ((1 + b2) * precision * recall / (b2 * precision + recall)
-              if n and (precision + recall) > 0 else 0.0)
-        out.update({
-            "true_positives": float(tp), "false_positives": float(n - tp), "incidents": float(n_inc),
-            "detected": float(detected), "missed": float(n_inc - detected), "precision": precision,
-            "recall": recall, "f_beta": fb,
-            "ttd_median_ms": float(np.median(ttd)) if ttd.size else math.nan,
-            "ttd_p90_ms": float(np.quantile(ttd, 0.9)) if ttd.size else math.nan,
-        })
+        out.update(_incident_scores(n, hit, firing_at, incident_start, beta))
     else:
-        out.update({"true_positives": math.nan, "false_positives": float(n), "incidents": 0.0,
-                    "detected": math.nan, "missed": math.nan, "precision": math.nan, "recall": math.nan,
-                    "f_beta": math.nan, "ttd_median_ms": math.nan, "ttd_p90_ms": math.nan})
+        out.update(_no_incident_scores(n))
     return out
+
+
+def _incident_scores(n: int, hit: np.ndarray, firing_at: np.ndarray, incident_start: np.ndarray,
+                     beta: float) -> dict[str, float]:
+    """The incident half of a score from ``hit[episode, incident]`` (episodes firing at ``firing_at``;
+    episodes with no hit may be left out of both, ``n`` counts them all)."""
+    n_inc = len(incident_start)
+    tp = int(hit.any(axis=1).sum())
+    detected_mask = hit.any(axis=0)
+    detected = int(detected_mask.sum())
+    big = np.iinfo(np.int64).max
+    ttd = np.where(hit, firing_at[:, None] - incident_start[None, :], big).min(axis=0, initial=big)[detected_mask]
+    precision = tp / n if n else math.nan
+    recall = detected / n_inc
+    b2 = beta * beta
+    fb = ((1 + b2) * precision * recall / (b2 * precision + recall) if n and (precision + recall) > 0 else 0.0)
+    return {
+        "true_positives": float(tp), "false_positives": float(n - tp), "incidents": float(n_inc),
+        "detected": float(detected), "missed": float(n_inc - detected), "precision": precision,
+        "recall": recall, "f_beta": fb,
+        "ttd_median_ms": float(np.median(ttd)) if ttd.size else math.nan,
+        "ttd_p90_ms": float(np.quantile(ttd, 0.9)) if ttd.size else math.nan,
+    }
+
+
+def _no_incident_scores(n: int) -> dict[str, float]:
+    """Without incidents every page is a false positive and the rest is undefined."""
+    return {"true_positives": math.nan, "false_positives": float(n), "incidents": 0.0,
+            "detected": math.nan, "missed": math.nan, "precision": math.nan, "recall": math.nan,
+            "f_beta": math.nan, "ttd_median_ms": math.nan, "ttd_p90_ms": math.nan}
 
 
 def sweep(
@@ -441,28 +452,11 @@ class _TickScorer:
         # episodes come ordered by label set, then time: a flap is a re-fire of the same one
         out["flaps"] = float(((rows[1:] == rows[:-1]) & (fa[1:] - ra[:-1] <= self.flap_window_ms)).sum()) if n > 1 else 0.0
         if not n_inc:
-            out.update({"true_positives": math.nan, "false_positives": float(n), "incidents": 0.0,
-                        "detected": math.nan, "missed": math.nan, "precision": math.nan, "recall": math.nan,
-                        "f_beta": math.nan, "ttd_median_ms": math.nan, "ttd_p90_ms": math.nan})
+            out.update(_no_incident_scores(n))
             return out
         near = np.flatnonzero(self.any_win[fi])
         hit = self.win[fi[near]] & self.lm[rows[near]]
-        tp = int(hit.any(axis=1).sum())
-        detected_mask = hit.any(axis=0)
-        detected = int(detected_mask.sum())
-        big = np.iinfo(np.int64).max
-        ttd = np.where(hit, fa[near][:, None] - self.inc_s[None, :], big).min(axis=0, initial=big)[detected_mask]
-        precision = tp / n if n else math.nan
-        recall = detected / n_inc
-        b2 = self.beta * self.beta
-        fb = ((1 + b2) * precision * recall / (b2 * precision + recall) if n and (precision + recall) > 0 else 0.0)
-        out.update({
-            "true_positives": float(tp), "false_positives": float(n - tp), "incidents": float(n_inc),
-            "detected": float(detected), "missed": float(n_inc - detected), "precision": precision,
-            "recall": recall, "f_beta": fb,
-            "ttd_median_ms": float(np.median(ttd)) if ttd.size else math.nan,
-            "ttd_p90_ms": float(np.quantile(ttd, 0.9)) if ttd.size else math.nan,
-        })
+        out.update(_incident_scores(n, hit, fa[near], self.inc_s, self.beta))
         return out
 
 

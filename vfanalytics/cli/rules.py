@@ -179,6 +179,15 @@ def _incidents(st: Any, path: Path | None) -> Any:
     return st.incidents().select("id", "start_ms", "end_ms", "severity", "matchers", "title", "kind", "alerts")
 
 
+def _pushdown(url: str | None) -> Any:
+    """The server to push queries down to (token from ``VFA_PROMETHEUS_TOKEN``), or None: offline."""
+    if not url:
+        return None
+    from vfanalytics.sources.prometheus import PrometheusSource
+
+    return PrometheusSource.from_environment(url)
+
+
 def backtest_cmd(
     files: FilesArg,
     store: StoreOption = None,
@@ -201,11 +210,7 @@ def backtest_cmd(
     with open_store(store, read_only=True) as st:
         t0, t1 = _range(st, start, end)
         inc = _incidents(st, incidents)
-        evaluator = None
-        if prometheus_url:
-            from vfanalytics.sources.prometheus import PrometheusSource
-
-            evaluator = PrometheusSource.from_environment(prometheus_url)
+        evaluator = _pushdown(prometheus_url)
         n = sum(len(g.rules) for rf in rfs for g in rf.groups)
         with progress_bar("backtest", n) as advance:
             res = replay(rfs, st, t0, t1, evaluation_interval_ms=interval, external_labels=ext,
@@ -252,11 +257,7 @@ def tune_cmd(
     with open_store(store, read_only=True) as st:
         t0, t1 = _range(st, start, end)
         inc = _incidents(st, incidents)
-        evaluator = None
-        if prometheus_url:
-            from vfanalytics.sources.prometheus import PrometheusSource
-
-            evaluator = PrometheusSource.from_environment(prometheus_url)
+        evaluator = _pushdown(prometheus_url)
         n = sum(1 for rf in rfs for r in rf.rules() if r.is_alert)
         with progress_bar("tune", n) as advance:
             res = tune(rfs, st, t0, t1, incidents=inc, evaluation_interval_ms=interval, external_labels=ext,

@@ -33,6 +33,7 @@ Example
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -135,9 +136,6 @@ class LokiSource:
         concurrency: int = 4,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {}
-        if sleep is not None:
-            kwargs["sleep"] = sleep
         self.http = HttpClient(
             url,
             token=token,
@@ -148,7 +146,7 @@ class LokiSource:
             verify=verify,
             timeout=timeout,
             retry=retry or RetryPolicy(),
-            **kwargs,
+            sleep=sleep or time.sleep,
         )
         if not 1 <= limit <= max_limit:
             raise UsageError(f"limit must be in 1..{max_limit}")

@@ -37,6 +37,7 @@ Example
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -248,9 +249,6 @@ class PrometheusSource:
         min_window: int = 1000,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {}
-        if sleep is not None:
-            kwargs["sleep"] = sleep
         self.http = HttpClient(
             url,
             token=token,
@@ -261,7 +259,7 @@ class PrometheusSource:
             verify=verify,
             timeout=timeout,
             retry=retry or RetryPolicy(),
-            **kwargs,
+            sleep=sleep or time.sleep,
         )
         if concurrency < 1:
             raise UsageError("concurrency must be at least 1")
