@@ -335,13 +335,14 @@ def tune(rule_files: Sequence[Any], source: Any, start: int, end: int, *,
 
     ev = evaluator
     # every rule's lhs and expression read the same selectors: one read of the store for all (the
-    # lint's dead-selector check reads them too, also when the queries are pushed down)
-    src = prefetch_rules(source, [r.expr for rf in rule_files for r in rf.rules() if r.is_alert],
+    # recording rules' replay and the lint's dead-selector check read them too, also when the
+    # queries are pushed down)
+    src = prefetch_rules(source, [r.expr for rf in rule_files for r in rf.rules()],
                          [(start - max((g.query_offset_ms for rf in rule_files for g in rf.groups), default=0), end)])
     if ev is None:
         has_records = any(not r.is_alert for rf in rule_files for r in rf.rules())
         if has_records:
-            res = replay(list(rule_files), source, start, end, evaluation_interval_ms=evaluation_interval_ms,
+            res = replay(list(rule_files), src, start, end, evaluation_interval_ms=evaluation_interval_ms,
                          external_labels=external_labels, prometheus_version=prometheus_version, only_rules=[])
             src = _OverlaySource(src)
             if res.recorded is not None:

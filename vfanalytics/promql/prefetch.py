@@ -31,13 +31,12 @@ import promql_parser as pp
 
 from vfanalytics.promql.engine import Evaluator, _ms, parse, shared_metric_names
 from vfanalytics.promql.source import SAMPLE_SCHEMA, Matcher, Source
+from vfanalytics.promql.vector_selectors import _MAX_SLICED_RUNS
 
 __all__ = ["PrefetchedSource", "selector_reads"]
 
 #: above this many series a replay reads rule by rule (holding them all would cost too much memory)
 MAX_PREFETCH_SERIES = 20_000
-#: above this many stored runs, rows are picked with one mask instead of slice by slice
-_MAX_SLICED_RUNS = 20_000
 
 
 def selector_reads(expr: str | Any, lookback_ms: int) -> list[tuple[tuple[Matcher, ...], int, int]]:
@@ -174,6 +173,7 @@ class PrefetchedSource:
             sid, ts, val = (np.concatenate([arr[a:b] for a, b in cuts]) if cuts else arr[:0]
                             for arr in (self._sid, self._ts, self._val))
         else:
+            # many tiny runs: one mask beats a Python loop over them
             rows = np.isin(self._sid, ids) & (self._ts >= start) & (self._ts <= end)
             sid, ts, val = self._sid[rows], self._ts[rows], self._val[rows]
         return series, pl.DataFrame({"series_id": sid, "ts": ts, "value": val}, schema=SAMPLE_SCHEMA)

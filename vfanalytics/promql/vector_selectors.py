@@ -139,7 +139,8 @@ def _to_series_order(
     return sid, ts2, val2
 
 
-#: above this many runs, reordering copies through one index array instead of slice by slice
+#: above this many runs, rows are copied through one index array or mask instead of slice by slice
+#: (here and in :mod:`vfanalytics.promql.prefetch`)
 _MAX_SLICED_RUNS = 20_000
 
 
