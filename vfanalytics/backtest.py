@@ -74,7 +74,14 @@ import polars as pl
 from vfanalytics.alert_templates import check_template, go_float, humanize, render_template
 from vfanalytics.exceptions import QueryError, RuleFileError
 from vfanalytics.promql import OfflineEvaluator
-from vfanalytics.series import STALE_NAN, canonical_labels, parse_labels_json, series_id
+from vfanalytics.series import (
+    SAMPLE_SCHEMA,
+    SERIES_SCHEMA,
+    STALE_NAN,
+    canonical_labels,
+    parse_labels_json,
+    series_id,
+)
 
 __all__ = [
     "Evaluator",
@@ -343,15 +350,12 @@ class BacktestResult:
         return pl.concat([p[0] for p in parts]).unique("series_id", keep="first"), pl.concat([p[1] for p in parts])
 
 
-_SERIES_SCHEMA = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
-
-
 def _empty_series() -> pl.DataFrame:
-    return pl.DataFrame(schema=_SERIES_SCHEMA)
+    return pl.DataFrame(schema=SERIES_SCHEMA)
 
 
 def _empty_samples() -> pl.DataFrame:
-    return pl.DataFrame(schema={"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64})
+    return pl.DataFrame(schema=SAMPLE_SCHEMA)
 
 
 def _render_map(tmpls: Mapping[str, str], labels: Mapping[str, str], value: float,
@@ -456,10 +460,10 @@ def alerts_series(rr: RuleResult) -> tuple[pl.DataFrame, pl.DataFrame]:
         return _empty_series(), _empty_samples()
     samples = pl.DataFrame({"series_id": np.concatenate(sid_l), "ts": np.concatenate(ts_l),
                             "value": np.concatenate(val_l)},
-                           schema={"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64})
+                           schema=SAMPLE_SCHEMA)
     # a label set can have several episodes: keep the last write per (series, ts)
     samples = samples.unique(["series_id", "ts"], keep="last", maintain_order=True).sort(["series_id", "ts"])
-    return pl.DataFrame(series_rows, schema=_SERIES_SCHEMA).unique("series_id"), samples
+    return pl.DataFrame(series_rows, schema=SERIES_SCHEMA).unique("series_id"), samples
 
 
 def _alert_identity(result_labels: list[str], rule: Any, ext: Mapping[str, str],
@@ -574,8 +578,8 @@ def _record_frames(rule: Any, frame: pl.DataFrame, ticks: np.ndarray,
     r, c = np.nonzero(keep)
     sid_arr = np.array(sids, dtype=np.uint64)[r]
     samples = pl.DataFrame({"series_id": sid_arr, "ts": ticks[c], "value": out[r, c]},
-                           schema={"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64})
-    return pl.DataFrame(series_rows, schema=_SERIES_SCHEMA).unique("series_id"), samples
+                           schema=SAMPLE_SCHEMA)
+    return pl.DataFrame(series_rows, schema=SERIES_SCHEMA).unique("series_id"), samples
 
 
 def replay(

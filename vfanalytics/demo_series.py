@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from vfanalytics.series import STALE_NAN, canonical_labels, series_id
+from vfanalytics.series import SAMPLE_SCHEMA, SERIES_SCHEMA, STALE_NAN, canonical_labels, series_id
 
 __all__ = ["Target", "SeriesSink", "counter_from_counts", "histogram_bucket_counts"]
 
@@ -232,7 +232,7 @@ class SeriesSink:
         self.on_samples(
             pl.DataFrame(
                 {"series_id": ids, "ts": ts, "value": values},
-                schema={"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64},
+                schema=SAMPLE_SCHEMA,
             )
         )
 
@@ -244,5 +244,5 @@ class SeriesSink:
                 "metric": [m for _, (m, _) in items],
                 "labels": [lab for _, (_, lab) in items],
             },
-            schema={"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8},
+            schema=SERIES_SCHEMA,
         )

@@ -46,7 +46,7 @@ import orjson
 import polars as pl
 
 from vfanalytics.exceptions import OpenMetricsError
-from vfanalytics.series import canonical_labels, is_stale, series_id
+from vfanalytics.series import SERIES_SCHEMA, canonical_labels, is_stale, series_id
 
 __all__ = ["write_openmetrics", "read_openmetrics", "format_values"]
 
@@ -195,7 +195,7 @@ def read_openmetrics(path: str | os.PathLike[str]) -> tuple[pl.DataFrame, pl.Dat
     id_of = dict(zip(keys["key"].to_list(), ids, strict=True))
     series = pl.DataFrame(
         {"series_id": np.array(ids, dtype=np.uint64), "metric": metrics, "labels": canon},
-        schema={"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8},
+        schema=SERIES_SCHEMA,
     ).unique("series_id", maintain_order=True)
     samples = (
         parts.select(

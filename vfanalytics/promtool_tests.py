@@ -53,7 +53,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from vfanalytics.backtest import alert_state_at, replay
 from vfanalytics.exceptions import RuleFileError, TimeParseError, VfaError
 from vfanalytics.rules import RuleFile, load_rule_file, parse_prom_duration
-from vfanalytics.series import canonical_labels, parse_labels_json, series_id
+from vfanalytics.series import SAMPLE_SCHEMA, SERIES_SCHEMA, canonical_labels, parse_labels_json, series_id
 
 __all__ = ["TestResult", "run_test_file", "load_input_series", "predict_alerts", "write_test_file",
            "format_labels", "series_values_text"]
@@ -105,13 +105,11 @@ def load_input_series(items: Sequence[Any], interval_ms: int, path: Path | None 
         sids.append(np.full(len(ts), sid, dtype=np.uint64))
         tss.append(ts)
         vals.append(v)
-    schema_s = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
-    schema_x = {"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64}
-    series = pl.DataFrame(series_rows, schema=schema_s).unique("series_id", keep="last")
+    series = pl.DataFrame(series_rows, schema=SERIES_SCHEMA).unique("series_id", keep="last")
     samples = pl.DataFrame(
         {"series_id": np.concatenate(sids) if sids else np.zeros(0, np.uint64),
          "ts": np.concatenate(tss) if tss else np.zeros(0, np.int64),
-         "value": np.concatenate(vals) if vals else np.zeros(0)}, schema=schema_x)
+         "value": np.concatenate(vals) if vals else np.zeros(0)}, schema=SAMPLE_SCHEMA)
     return FrameSource(series, samples)
 
 

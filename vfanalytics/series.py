@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import orjson
+import polars as pl
 
 __all__ = [
     "STALE_NAN_BITS",
@@ -39,7 +40,15 @@ __all__ = [
     "series_ids",
     "parse_labels_json",
     "format_series",
+    "SERIES_SCHEMA",
+    "SAMPLE_SCHEMA",
+    "labels_frame",
 ]
+
+#: the ``series`` table / frame: identity, metric name, canonical label JSON
+SERIES_SCHEMA = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
+#: the long samples frame every module passes around
+SAMPLE_SCHEMA = {"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64}
 
 #: Prometheus' staleness marker bit pattern (prometheus/model/value.StaleNaN)
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -91,3 +100,16 @@ def format_series(labels: Mapping[str, str]) -> str:
     if not rest:
         return name or "{}"
     return f"{name}{{{rest}}}"
+
+
+def labels_frame(label_sets: Iterable[Mapping[str, str]]) -> pl.DataFrame:
+    """``series_id, metric, labels`` rows for label sets (one Python call per series)."""
+    sets = list(label_sets)
+    return pl.DataFrame(
+        {
+            "series_id": [series_id(ls) for ls in sets],
+            "metric": [ls.get("__name__", "") for ls in sets],
+            "labels": [canonical_labels(ls) for ls in sets],
+        },
+        schema=SERIES_SCHEMA,
+    )

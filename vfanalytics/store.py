@@ -50,7 +50,7 @@ from vfanalytics.exceptions import (
     StoreLockedError,
     UsageError,
 )
-from vfanalytics.series import canonical_labels, series_id
+from vfanalytics.series import SAMPLE_SCHEMA, labels_frame
 
 __all__ = [
     "Store",
@@ -67,7 +67,6 @@ SCHEMA_VERSION = 1
 DEFAULT_STORE_PATH = Path("data") / "vfanalytics.duckdb"
 
 #: the long sample frame every module exchanges
-SAMPLE_SCHEMA = {"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64}
 
 #: StructuredLogger JSON keys -> (logs column, DuckDB type); every other key goes to ``extra``
 LOG_FIELDS: dict[str, tuple[str, str]] = {
@@ -330,15 +329,8 @@ class Store:
     # -- writes --------------------------------------------------------------------
     def add_series(self, label_sets: Sequence[Mapping[str, str]]) -> list[int]:
         """Register label sets (idempotent); returns their series ids in order."""
-        ids = [series_id(ls) for ls in label_sets]
-        frame = pl.DataFrame(
-            {
-                "series_id": ids,
-                "metric": [ls.get("__name__", "") for ls in label_sets],
-                "labels": [canonical_labels(ls) for ls in label_sets],
-            },
-            schema={"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8},
-        )
+        frame = labels_frame(label_sets)
+        ids: list[int] = frame["series_id"].to_list()
         self.insert_series(frame)
         return ids
 

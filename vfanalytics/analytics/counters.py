@@ -36,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from vfanalytics.series import is_stale
+from vfanalytics.series import SAMPLE_SCHEMA, is_stale
 
 __all__ = ["step_increases", "counter_increases", "label_frame", "DEFAULT_LOOKBACK_MS"]
 
@@ -91,7 +91,7 @@ def _select_changes(source: Any, matchers: list[tuple[str, str, str]], lo: int, 
         return source.select(matchers, lo, hi)
     series = source.series(matchers=matchers)
     if series.height == 0:
-        return series, pl.DataFrame(schema={"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64})
+        return series, pl.DataFrame(schema=SAMPLE_SCHEMA)
     ids = ",".join(str(int(i)) for i in series["series_id"].to_list())
     samples = source.sql(
         "SELECT series_id, ts, value FROM ("

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from vfanalytics.exceptions import QueryError, UsageError
-from vfanalytics.series import canonical_labels, parse_labels_json, series_id
+from vfanalytics.series import SAMPLE_SCHEMA, SERIES_SCHEMA, canonical_labels, parse_labels_json, series_id
 
 __all__ = [
     "Matcher",
@@ -45,8 +45,6 @@ __all__ = [
 
 Matcher = tuple[str, str, str]
 
-SERIES_SCHEMA = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
-SAMPLE_SCHEMA = {"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64}
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ import orjson
 import polars as pl
 
 from vfanalytics.exceptions import InputFileError
-from vfanalytics.series import canonical_labels, series_id
+from vfanalytics.series import labels_frame
 from vfanalytics.store import Store
 
 __all__ = ["import_file", "read_sample_file", "FILE_KINDS"]
@@ -40,7 +40,6 @@ __all__ = ["import_file", "read_sample_file", "FILE_KINDS"]
 FILE_KINDS = {".om": "openmetrics", ".prom": "openmetrics", ".txt": "openmetrics", ".csv": "csv",
               ".parquet": "parquet", ".pq": "parquet"}
 
-_SERIES_SCHEMA = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
 
 
 def _kind(path: Path) -> str:
@@ -125,14 +124,7 @@ def read_sample_file(path: str | os.PathLike[str]) -> tuple[pl.DataFrame, pl.Dat
             if "__name__" not in ls:
                 raise InputFileError(f"series #{i + 1} has no metric name", str(p))
             label_sets.append(ls)
-    series = pl.DataFrame(
-        {
-            "series_id": [series_id(ls) for ls in label_sets],
-            "metric": [ls.get("__name__", "") for ls in label_sets],
-            "labels": [canonical_labels(ls) for ls in label_sets],
-        },
-        schema=_SERIES_SCHEMA,
-    )
+    series = labels_frame(label_sets)
     ids = distinct.with_columns(series["series_id"])
     samples = (
         keys.with_columns(ts, values)

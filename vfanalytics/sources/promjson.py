@@ -33,12 +33,10 @@ import orjson
 import polars as pl
 
 from vfanalytics.exceptions import SourceError
-from vfanalytics.series import canonical_labels, series_id
+from vfanalytics.series import SAMPLE_SCHEMA, SERIES_SCHEMA, labels_frame, series_id
 
 __all__ = ["QueryResult", "decode_query_response", "SERIES_SCHEMA", "SAMPLE_SCHEMA", "labels_frame"]
 
-SERIES_SCHEMA = {"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8}
-SAMPLE_SCHEMA = {"series_id": pl.UInt64, "ts": pl.Int64, "value": pl.Float64}
 
 _VALUES_KEY = re.compile(rb'"values?"\s*:\s*\[')
 
@@ -55,18 +53,6 @@ class QueryResult:
     series: pl.DataFrame
     samples: pl.DataFrame
     warnings: list[str]
-
-
-def labels_frame(label_sets: list[dict[str, str]]) -> pl.DataFrame:
-    """``series_id, metric, labels`` rows for label sets (one Python call per series)."""
-    return pl.DataFrame(
-        {
-            "series_id": [series_id(ls) for ls in label_sets],
-            "metric": [ls.get("__name__", "") for ls in label_sets],
-            "labels": [canonical_labels(ls) for ls in label_sets],
-        },
-        schema=SERIES_SCHEMA,
-    )
 
 
 def _csv_pairs(chunks: list[memoryview]) -> pl.DataFrame:

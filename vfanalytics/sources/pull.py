@@ -38,7 +38,7 @@ import orjson
 import polars as pl
 
 from vfanalytics.exceptions import UsageError
-from vfanalytics.series import canonical_labels, series_id
+from vfanalytics.series import labels_frame
 from vfanalytics.sources.prometheus import Chunk, PrometheusSource
 from vfanalytics.store import Store
 
@@ -120,15 +120,8 @@ def relabel_results(
         else:
             labels["__query__"] = query
         new_labels.append(labels)
-    new_ids = [series_id(ls) for ls in new_labels]
-    series = pl.DataFrame(
-        {
-            "series_id": new_ids,
-            "metric": [ls.get("__name__", "") for ls in new_labels],
-            "labels": [canonical_labels(ls) for ls in new_labels],
-        },
-        schema={"series_id": pl.UInt64, "metric": pl.Utf8, "labels": pl.Utf8},
-    )
+    series = labels_frame(new_labels)
+    new_ids = series["series_id"].to_list()
     mapping = pl.DataFrame({"series_id": old_ids, "new_id": new_ids}, schema={"series_id": pl.UInt64, "new_id": pl.UInt64})
     samples = chunk.samples.join(mapping, on="series_id", how="inner").select(
         pl.col("new_id").alias("series_id"), "ts", "value"
